@@ -1,0 +1,1 @@
+"""Local AWS emulator: moto server plus emulated SSM operations (see ../README.md)."""

@@ -1,0 +1,115 @@
+"""WSGI middleware in front of moto's server app: control API, counters, fault injection, emulated SSM."""
+import io
+import json
+import logging
+import sys
+import time
+import traceback
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+from . import control
+from .awsproto import (ApiError, json_error, json_response, operation_name, parse_credential,
+                       server_error_response, status_line, throttle_response)
+from .faults import COUNTERS, FAULTS
+from .ssm import HANDLERS
+from .state import STORE
+from .validation import validate
+
+log = logging.getLogger("emulator")
+
+
+class Context:
+    def __init__(self, tenant, region, akid):
+        self.tenant = tenant
+        self.region = region
+        self.akid = akid
+
+
+def _read_body(environ):
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    stream = environ["wsgi.input"]
+    if length > 0:
+        body = stream.read(length)
+    elif environ.get("wsgi.input_terminated") or environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        body = stream.read()
+    else:
+        body = b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    return body
+
+
+class EmulatorApp:
+    def __init__(self):
+        self.moto = DomainDispatcherApplication(create_backend_app)
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_emulator/"):
+            status, headers, data = control.handle(environ, _read_body(environ))
+            start_response(status_line(status), headers)
+            return [data]
+        body = _read_body(environ)
+        akid, region, service = parse_credential(environ, environ.get("QUERY_STRING", ""))
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if service is None and target.startswith("AmazonSSM."):
+            service = "ssm"
+        operation, protocol = operation_name(environ, body, service)
+
+        latency, outcome = FAULTS.decide(akid, operation)
+        if latency:
+            time.sleep(latency / 1000.0)
+        if outcome == "throttle":
+            COUNTERS.record(akid, operation, "throttled")
+            status, headers, data = throttle_response(service, protocol)
+            start_response(status_line(status), headers + [("Content-Length", str(len(data)))])
+            return [data]
+        if outcome == "error":
+            COUNTERS.record(akid, operation, "injected_errors")
+            status, headers, data = server_error_response(service, protocol)
+            start_response(status_line(status), headers + [("Content-Length", str(len(data)))])
+            return [data]
+
+        ssm_op = target[len("AmazonSSM."):] if target.startswith("AmazonSSM.") else None
+        if ssm_op in HANDLERS:
+            status, headers, data = self.handle_ssm(ssm_op, akid, region, body)
+            COUNTERS.record(akid, operation, "ok" if status < 400 else "errors")
+            start_response(status_line(status), headers)
+            return [data]
+
+        captured = {}
+
+        def _start_response(status, headers, exc_info=None):
+            captured["status"] = int(status.split(" ", 1)[0])
+            return start_response(status, headers, exc_info)
+
+        result = self.moto(environ, _start_response)
+        try:
+            chunks = list(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        COUNTERS.record(akid, operation, "ok" if captured.get("status", 500) < 400 else "errors")
+        return chunks
+
+    def handle_ssm(self, op, akid, region, body):
+        fn, param_error = HANDLERS[op]
+        try:
+            try:
+                params = json.loads(body or b"{}")
+            except ValueError:
+                raise ApiError("SerializationException", "Request body is not valid JSON")
+            validate(op, params, param_error)
+            tenant = STORE.get(akid, region)
+            with tenant.lock:
+                out = fn(Context(tenant, region, akid), params)
+            return json_response(out or {})
+        except ApiError as e:
+            return json_error(e.code, e.message, e.status, e.extra)
+        except Exception as e:  # noqa: BLE001 - a server fault, reported as AWS does
+            traceback.print_exc(file=sys.stderr)
+            return json_error("InternalServerError", f"{type(e).__name__}: {e}", 500)

@@ -31,6 +31,13 @@ pub fn is_region(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// GuardDuty finding types: `Backdoor:EC2/C&CActivity.B`, `CryptoCurrency:EC2/BitcoinTool.B!DNS`.
+pub fn is_finding_type(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b":/._-&!".contains(&b))
+}
+
 /// A conservative "safe token" check for free-form identifiers (alarm names, finding
 /// types) before they are used as runbook parameters: no shell or template metacharacters.
 pub fn is_safe_token(s: &str) -> bool {
@@ -65,6 +72,9 @@ mod tests {
         assert!(is_region("us-east-1"));
         assert!(is_region("us-gov-west-1"));
         assert!(!is_region("us_east_1"));
+        assert!(is_finding_type("Backdoor:EC2/C&CActivity.B"));
+        assert!(is_finding_type("CryptoCurrency:EC2/BitcoinTool.B!DNS"));
+        assert!(!is_finding_type("Recon:EC2/$(id)"));
         assert!(is_safe_token("Recon:EC2/PortProbeUnprotectedPort"));
         assert!(!is_safe_token("a$(reboot)"));
         assert!(!is_safe_token("x; rm -rf /"));

@@ -134,7 +134,7 @@ pub fn classify(raw: &[u8]) -> Result<AutopilotEvent, EventError> {
             let sev_ok = e.detail.severity.is_finite() && (0.0..=10.0).contains(&e.detail.severity);
             require(sev_ok, "guardduty", "severity")?;
             require(e.detail.instance_id().is_none_or(ids::is_ec2_instance_id), "guardduty", "instanceId")?;
-            require(ids::is_safe_token(&e.detail.finding_type), "guardduty", "type")?;
+            require(ids::is_finding_type(&e.detail.finding_type), "guardduty", "type")?;
             AutopilotEvent::GuardDuty(e)
         }
         ("aws.securityhub", "Security Hub Findings - Imported") => {

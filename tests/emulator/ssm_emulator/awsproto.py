@@ -110,8 +110,7 @@ def throttle_response(service, protocol):
         t = "com.amazonaws.dynamodb.v20120810#ThrottlingException" if service == "dynamodb" else "ThrottlingException"
         data = json.dumps({"__type": t, "message": "Rate exceeded"}).encode()
         return 400, [("Content-Type", "application/x-amz-json-1.0" if service == "dynamodb" else
-                      "application/x-amz-json-1.1"), ("x-amzn-ErrorType", "ThrottlingException"),
-                     ("x-amzn-query-error", "Throttling;Sender")], data
+                      "application/x-amz-json-1.1"), ("x-amzn-ErrorType", "ThrottlingException")], data
     if protocol == "rest-xml":
         data = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
                 b"<Message>Please reduce your request rate.</Message><RequestId>EMULATED</RequestId></Error>")

@@ -60,3 +60,30 @@ pub fn is_throttling_code(code: &str) -> bool {
             | "SlowDown"
     )
 }
+
+/// A failed AWS call, with what operators and retry logic need: the operation, the
+/// service's error code, and whether a later attempt could succeed.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} failed{}", code.as_deref().map(|c| format!(" with {c}")).unwrap_or_default())]
+pub struct AwsCallError {
+    pub op: &'static str,
+    pub code: Option<String>,
+    pub retryable: bool,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl AwsCallError {
+    pub fn from_sdk<E, R>(op: &'static str, err: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let code = err.as_service_error().and_then(|e| e.code()).map(str::to_owned);
+        Self { op, code, retryable: sdk_error_is_retryable(&err), source: Box::new(err) }
+    }
+
+    pub fn is_throttling(&self) -> bool {
+        self.code.as_deref().is_some_and(is_throttling_code)
+    }
+}

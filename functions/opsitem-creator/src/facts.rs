@@ -1,0 +1,256 @@
+//! What an event says, in the terms OpsItems need: template variables, a deterministic
+//! dedup identity, related resource ARNs, and whether it signals a problem or a recovery.
+
+use std::collections::BTreeMap;
+
+use autopilot_shared::events::{AlarmStateValue, AutopilotEvent, AutomationOutcome, EventBridgeEvent};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Longest dedup string kept readable; longer identities are hashed.
+const MAX_READABLE_DEDUP: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Problem,
+    Recovery,
+    Neutral(&'static str),
+}
+
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub kind: &'static str,
+    pub signal: Signal,
+    /// Deterministic identity of the problem (`/aws/dedup`).
+    pub dedup: String,
+    pub vars: BTreeMap<&'static str, String>,
+    pub resource_arns: Vec<String>,
+    pub resource_ids: Vec<String>,
+    /// What rule conditions are evaluated against (the detail, or one finding).
+    pub detail: Value,
+}
+
+struct Ctx<'a> {
+    account: &'a str,
+    region: &'a str,
+}
+
+fn ctx<T: Serialize + serde::de::DeserializeOwned>(e: &EventBridgeEvent<T>) -> Ctx<'_> {
+    Ctx { account: e.account.as_deref().unwrap_or("unknown"), region: e.region.as_deref().unwrap_or("unknown") }
+}
+
+fn instance_arn(c: &Ctx<'_>, id: &str) -> String {
+    if id.starts_with("mi-") {
+        format!("arn:aws:ssm:{}:{}:managed-instance/{id}", c.region, c.account)
+    } else {
+        format!("arn:aws:ec2:{}:{}:instance/{id}", c.region, c.account)
+    }
+}
+
+fn dedup(parts: &[&str]) -> String {
+    let s = format!("ssm-autopilot/{}", parts.join("/"));
+    if s.len() <= MAX_READABLE_DEDUP {
+        s
+    } else {
+        let head: String = s.chars().take(64).collect();
+        format!("{head}#{}", &autopilot_shared::idempotency::sha256_hex(s.as_bytes())[..32])
+    }
+}
+
+fn to_value<T: Serialize>(t: &T) -> Value {
+    serde_json::to_value(t).unwrap_or(Value::Null)
+}
+
+/// One entry per problem the event describes (Security Hub events may carry several).
+pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
+    let mut vars: BTreeMap<&'static str, String> = BTreeMap::new();
+    let (account, region) = event.account_region();
+    vars.insert("account", account.unwrap_or_default().to_owned());
+    vars.insert("region", region.unwrap_or_default().to_owned());
+    vars.insert("detail_type", event.detail_type().to_owned());
+    let envelope_arns: Vec<String> = event.resources().iter().filter(|r| r.starts_with("arn:")).cloned().collect();
+    let one = |signal, dedup, vars, mut arns: Vec<String>, ids: Vec<String>, detail| {
+        for a in &envelope_arns {
+            if !arns.contains(a) {
+                arns.push(a.clone());
+            }
+        }
+        vec![Facts { kind: event.kind(), signal, dedup, vars, resource_arns: arns, resource_ids: ids, detail }]
+    };
+    match event {
+        AutopilotEvent::Alarm(e) => {
+            let c = ctx(e);
+            let d = &e.detail;
+            vars.insert("alarm_name", d.alarm_name.clone());
+            vars.insert("state", format!("{:?}", d.state.value).to_ascii_uppercase());
+            vars.insert("reason", d.state.reason.clone().unwrap_or_default());
+            let ids: Vec<String> = d.dimension_values("InstanceId").into_iter().map(str::to_owned).collect();
+            if let Some(first) = ids.first() {
+                vars.insert("instance_id", first.clone());
+            }
+            let arns = ids.iter().filter(|i| autopilot_shared::events::ids::is_managed_node_id(i)).map(|i| instance_arn(&c, i)).collect();
+            let signal = match d.state.value {
+                AlarmStateValue::Alarm => Signal::Problem,
+                AlarmStateValue::Ok => Signal::Recovery,
+                AlarmStateValue::InsufficientData => Signal::Neutral("alarm has insufficient data"),
+            };
+            one(signal, dedup(&["alarm", c.account, c.region, &d.alarm_name]), vars, arns, ids, to_value(d))
+        }
+        AutopilotEvent::Ec2StateChange(e) => {
+            let c = ctx(e);
+            let d = &e.detail;
+            vars.insert("instance_id", d.instance_id.clone());
+            vars.insert("state", d.state.as_str().to_owned());
+            let signal = if ec2_states.iter().any(|s| s == d.state.as_str()) {
+                Signal::Problem
+            } else {
+                Signal::Neutral("instance state is not configured to open an OpsItem")
+            };
+            let arns = vec![instance_arn(&c, &d.instance_id)];
+            one(signal, dedup(&["ec2-state", c.account, c.region, &d.instance_id]), vars, arns, vec![d.instance_id.clone()], to_value(d))
+        }
+        AutopilotEvent::SpotInterruption(e) => {
+            let c = ctx(e);
+            let d = &e.detail;
+            vars.insert("instance_id", d.instance_id.clone());
+            vars.insert("action", d.instance_action.clone());
+            let arns = vec![instance_arn(&c, &d.instance_id)];
+            one(Signal::Problem, dedup(&["spot", c.account, c.region, &d.instance_id]), vars, arns, vec![d.instance_id.clone()], to_value(d))
+        }
+        AutopilotEvent::Health(e) => {
+            let c = ctx(e);
+            let d = &e.detail;
+            vars.insert("event_type_code", d.event_type_code.clone());
+            vars.insert("event_type_category", d.event_type_category.clone());
+            vars.insert("service", d.service.clone());
+            vars.insert("health_description", d.description().unwrap_or_default().to_owned());
+            let ids: Vec<String> = d.affected_entities.iter().map(|a| a.entity_value.clone()).collect();
+            let arns = ids
+                .iter()
+                .filter_map(|v| {
+                    if v.starts_with("arn:") {
+                        Some(v.clone())
+                    } else if autopilot_shared::events::ids::is_managed_node_id(v) {
+                        Some(instance_arn(&c, v))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            let signal = if d.status_code.as_deref() == Some("closed") { Signal::Recovery } else { Signal::Problem };
+            one(signal, dedup(&["health", c.account, &d.event_arn]), vars, arns, ids, to_value(d))
+        }
+        AutopilotEvent::GuardDuty(e) => {
+            let c = ctx(e);
+            let d = &e.detail;
+            vars.insert("finding_type", d.finding_type.clone());
+            vars.insert("finding_title", d.title.clone().unwrap_or_default());
+            vars.insert("severity_label", d.severity_label().to_owned());
+            let mut arns = Vec::new();
+            let mut ids = Vec::new();
+            if let Some(i) = d.instance_id() {
+                vars.insert("instance_id", i.to_owned());
+                arns.push(instance_arn(&c, i));
+                ids.push(i.to_owned());
+            }
+            if let Some(a) = &d.arn {
+                arns.push(a.clone());
+            }
+            let signal = if d.service.as_ref().and_then(|s| s.archived) == Some(true) {
+                Signal::Recovery
+            } else {
+                Signal::Problem
+            };
+            one(signal, dedup(&["guardduty", c.account, c.region, &d.id]), vars, arns, ids, to_value(d))
+        }
+        AutopilotEvent::SecurityHub(e) => e
+            .detail
+            .findings
+            .iter()
+            .map(|f| {
+                let mut v = vars.clone();
+                v.insert("finding_title", f.title.clone().unwrap_or_default());
+                v.insert("finding_description", f.description.clone().unwrap_or_default());
+                v.insert("severity_label", f.severity_label().to_owned());
+                v.insert("workflow_status", f.workflow_status().unwrap_or_default().to_owned());
+                let arns: Vec<String> = f.resources.iter().filter(|r| r.id.starts_with("arn:")).map(|r| r.id.clone()).collect();
+                let ids: Vec<String> = f.resources.iter().map(|r| r.id.rsplit('/').next().unwrap_or(&r.id).to_owned()).collect();
+                let signal = if f.is_closed() { Signal::Recovery } else { Signal::Problem };
+                Facts { kind: event.kind(), signal, dedup: dedup(&["securityhub", &f.id]), vars: v, resource_arns: arns, resource_ids: ids, detail: to_value(f) }
+            })
+            .collect(),
+        AutopilotEvent::SsmCompliance(e) => {
+            let c = ctx(e);
+            let d = &e.detail;
+            vars.insert("resource_id", d.resource_id.clone());
+            vars.insert("compliance_type", d.compliance_type.clone());
+            vars.insert("compliance_severity", d.severity.clone().unwrap_or_else(|| "unspecified".into()));
+            let signal = if d.is_non_compliant() { Signal::Problem } else { Signal::Recovery };
+            let arns = vec![instance_arn(&c, &d.resource_id)];
+            one(signal, dedup(&["compliance", c.account, c.region, &d.resource_id, &d.compliance_type]), vars, arns, vec![d.resource_id.clone()], to_value(d))
+        }
+        AutopilotEvent::AutomationStatus(e) => {
+            let c = ctx(e);
+            let d = &e.detail;
+            vars.insert("execution_id", d.execution_id.clone());
+            vars.insert("definition", d.definition.clone());
+            vars.insert("status", d.status.clone());
+            let signal = match d.outcome() {
+                AutomationOutcome::Failed | AutomationOutcome::TimedOut => Signal::Problem,
+                _ => Signal::Neutral("automation did not fail"),
+            };
+            let arns = vec![format!("arn:aws:ssm:{}:{}:automation-execution/{}", c.region, c.account, d.execution_id)];
+            one(signal, dedup(&["automation", c.account, c.region, &d.execution_id]), vars, arns, vec![d.execution_id.clone()], to_value(d))
+        }
+        other => one(Signal::Neutral("event kind is not handled by opsitem-creator"), String::new(), vars, Vec::new(), Vec::new(), Value::Null)
+            .into_iter()
+            .map(|mut f| {
+                f.kind = other.kind();
+                f
+            })
+            .collect(),
+    }
+}
+
+/// Fills `{{ name }}` placeholders; unknown names render empty.
+pub fn render(template: &str, vars: &BTreeMap<&'static str, String>) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        if let Some(v) = vars.get(after[..end].trim()) {
+            out.push_str(v);
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_fills_known_and_blanks_unknown() {
+        let mut v = BTreeMap::new();
+        v.insert("a", "x".to_owned());
+        assert_eq!(render("{{ a }}-{{b}}-{{a}}", &v), "x--x");
+        assert_eq!(render("no vars", &v), "no vars");
+        assert_eq!(render("open {{ a", &v), "open {{ a");
+    }
+
+    #[test]
+    fn long_identities_are_hashed_deterministically() {
+        let long = "x".repeat(1000);
+        let a = dedup(&["alarm", &long]);
+        assert!(a.len() < 120);
+        assert_eq!(a, dedup(&["alarm", &long]));
+        assert_ne!(a, dedup(&["alarm", &"y".repeat(1000)]));
+    }
+}

@@ -77,8 +77,11 @@ fn draft(event: &AutopilotEvent, raw: &[u8], f: &Facts, rule: &crate::rules::Rul
     let (account, region) = event.account_region();
     let now = event.time().map(|t| t.to_rfc3339()).unwrap_or_default();
     let mut data = BTreeMap::new();
+    // OpsCenter rejects blank values, so absent facts are left out rather than sent empty.
     let mut put = |k: &str, t: DataType, v: String| {
-        data.insert(k.to_owned(), (t, truncate(&v, MAX_DATA_VALUE)));
+        if !v.trim().is_empty() {
+            data.insert(k.to_owned(), (t, truncate(&v, MAX_DATA_VALUE)));
+        }
     };
     put("/aws/dedup", DataType::SearchableString, serde_json::json!({ "dedupString": f.dedup }).to_string());
     put("/aws/resources", DataType::SearchableString, resources_json(&arns));
@@ -218,7 +221,7 @@ mod tests {
         let Action::Open(d) = &plan(&ev, &raw, &default_rules().unwrap(), &[], None)[0] else { panic!() };
         assert!(d.title.len() <= MAX_TITLE);
         assert!(d.description.len() <= MAX_DESCRIPTION);
-        assert!(d.operational_data.values().all(|(_, v)| v.len() <= MAX_DATA_VALUE));
+        assert!(d.operational_data.values().all(|(_, v)| v.len() <= MAX_DATA_VALUE && !v.trim().is_empty()));
         assert!(d.operational_data["autopilot:event"].1.ends_with("[truncated]"));
         assert!(d.dedup.len() < 200);
     }

@@ -14,7 +14,11 @@ pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 /// PutEvents accepts at most this many entries per call.
 pub const MAX_BATCH_ENTRIES: usize = 10;
 /// Per-entry error codes worth sending again.
-const RETRYABLE_ENTRY_CODES: [&str; 3] = ["InternalFailure", "ThrottlingException", "InternalException"];
+const RETRYABLE_ENTRY_CODES: [&str; 3] = [
+    "InternalFailure",
+    "ThrottlingException",
+    "InternalException",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEvent {
@@ -25,7 +29,11 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     pub fn new(detail_type: impl Into<String>, detail: serde_json::Value) -> Self {
-        Self { detail_type: detail_type.into(), detail, resources: Vec::new() }
+        Self {
+            detail_type: detail_type.into(),
+            detail,
+            resources: Vec::new(),
+        }
     }
 
     pub fn with_resources(mut self, resources: impl IntoIterator<Item = String>) -> Self {
@@ -45,7 +53,14 @@ pub struct EmitReport {
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("PutEvents failed")]
-    Call(#[source] Box<aws_sdk_eventbridge::error::SdkError<aws_sdk_eventbridge::operation::put_events::PutEventsError>>),
+    Call(
+        #[source]
+        Box<
+            aws_sdk_eventbridge::error::SdkError<
+                aws_sdk_eventbridge::operation::put_events::PutEventsError,
+            >,
+        >,
+    ),
     #[error("{failed} audit event(s) could not be delivered")]
     Undelivered { failed: usize, report: EmitReport },
 }
@@ -72,8 +87,17 @@ struct Prepared {
 
 impl AuditEmitter {
     /// `source` is e.g. `ssm-autopilot.opsitem-creator`.
-    pub fn new(client: aws_sdk_eventbridge::Client, bus: impl Into<String>, source: impl Into<String>) -> Self {
-        Self { client, bus: bus.into(), source: source.into(), rounds: 3 }
+    pub fn new(
+        client: aws_sdk_eventbridge::Client,
+        bus: impl Into<String>,
+        source: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            bus: bus.into(),
+            source: source.into(),
+            rounds: 3,
+        }
     }
 
     pub fn source(&self) -> &str {
@@ -83,20 +107,39 @@ impl AuditEmitter {
     /// AWS's size calculation: source + detail-type + detail + resources (+14 for Time).
     fn prepare(&self, e: &AuditEvent, report: &mut EmitReport) -> Prepared {
         let mut detail = serde_json::to_string(&e.detail).unwrap_or_else(|_| "{}".to_owned());
-        let fixed = self.source.len() + e.detail_type.len() + e.resources.iter().map(String::len).sum::<usize>() + 14;
+        let fixed = self.source.len()
+            + e.detail_type.len()
+            + e.resources.iter().map(String::len).sum::<usize>()
+            + 14;
         if fixed + detail.len() > MAX_EVENT_BYTES {
             report.truncated += 1;
-            let decision = e.detail.get("decision").cloned().unwrap_or(serde_json::Value::Null);
+            let decision = e
+                .detail
+                .get("decision")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
             detail = serde_json::json!({"truncated": true, "originalBytes": detail.len(), "decision": decision})
                 .to_string();
         }
-        Prepared { size: fixed + detail.len(), detail_type: e.detail_type.clone(), detail, resources: e.resources.clone() }
+        Prepared {
+            size: fixed + detail.len(),
+            detail_type: e.detail_type.clone(),
+            detail,
+            resources: e.resources.clone(),
+        }
     }
 
     /// Publishes `events`; `trace_header` (X-Ray) is attached to every entry when given.
-    pub async fn emit(&self, events: &[AuditEvent], trace_header: Option<&str>) -> Result<EmitReport, AuditError> {
+    pub async fn emit(
+        &self,
+        events: &[AuditEvent],
+        trace_header: Option<&str>,
+    ) -> Result<EmitReport, AuditError> {
         let mut report = EmitReport::default();
-        let mut pending: Vec<Prepared> = events.iter().map(|e| self.prepare(e, &mut report)).collect();
+        let mut pending: Vec<Prepared> = events
+            .iter()
+            .map(|e| self.prepare(e, &mut report))
+            .collect();
         for round in 0..self.rounds {
             if pending.is_empty() {
                 break;
@@ -131,7 +174,9 @@ impl AuditEmitter {
                 for (i, p) in batch.into_iter().enumerate() {
                     match out.entries().get(i).and_then(|r| r.error_code()) {
                         None => report.sent += 1,
-                        Some(c) if RETRYABLE_ENTRY_CODES.contains(&c) && !last_round => again.push(p),
+                        Some(c) if RETRYABLE_ENTRY_CODES.contains(&c) && !last_round => {
+                            again.push(p)
+                        }
                         Some(c) => {
                             tracing::warn!(error_code = c, detail_type = %p.detail_type, "audit event rejected");
                             report.failed += 1;
@@ -142,7 +187,10 @@ impl AuditEmitter {
             pending = again;
         }
         if report.failed > 0 {
-            return Err(AuditError::Undelivered { failed: report.failed, report });
+            return Err(AuditError::Undelivered {
+                failed: report.failed,
+                report,
+            });
         }
         Ok(report)
     }
@@ -172,12 +220,20 @@ mod tests {
     use super::*;
 
     fn prepared(size: usize) -> Prepared {
-        Prepared { detail_type: "t".into(), detail: String::new(), resources: vec![], size }
+        Prepared {
+            detail_type: "t".into(),
+            detail: String::new(),
+            resources: vec![],
+            size,
+        }
     }
 
     #[test]
     fn batches_respect_count_and_size() {
-        let sizes: Vec<usize> = into_batches((0..25).map(|_| prepared(10)).collect()).iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = into_batches((0..25).map(|_| prepared(10)).collect())
+            .iter()
+            .map(Vec::len)
+            .collect();
         assert_eq!(sizes, vec![10, 10, 5]);
         let big = into_batches(vec![prepared(600_000), prepared(600_000), prepared(10)]);
         assert_eq!(big.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 2]);

@@ -56,6 +56,8 @@ pub fn sns(cfg: &SdkConfig) -> aws_sdk_sns::Client {
 
 pub fn s3(cfg: &SdkConfig) -> aws_sdk_s3::Client {
     let path_style = cfg.endpoint_url().is_some();
-    let conf = aws_sdk_s3::config::Builder::from(cfg).force_path_style(path_style).build();
+    let conf = aws_sdk_s3::config::Builder::from(cfg)
+        .force_path_style(path_style)
+        .build();
     aws_sdk_s3::Client::from_conf(conf)
 }

@@ -50,10 +50,10 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     {
         match self.optional(name) {
             None => Ok(default),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|e: T::Err| ConfigError::Invalid { name, reason: e.to_string() }),
+            Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -63,7 +63,10 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             None => Ok(default),
             Some(v) if matches!(v.as_str(), "true" | "yes" | "1" | "on") => Ok(true),
             Some(v) if matches!(v.as_str(), "false" | "no" | "0" | "off") => Ok(false),
-            Some(v) => Err(ConfigError::Invalid { name, reason: format!("{v:?} is not a boolean") }),
+            Some(v) => Err(ConfigError::Invalid {
+                name,
+                reason: format!("{v:?} is not a boolean"),
+            }),
         }
     }
 
@@ -74,7 +77,13 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     /// Comma-separated list, blanks dropped.
     pub fn list(&self, name: &'static str) -> Vec<String> {
         self.optional(name)
-            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -85,23 +94,38 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         Env::new(move |k| map.get(k).cloned())
     }
 
     #[test]
     fn typed_values_and_errors() {
-        let e = env(&[("A", "x"), ("N", "12"), ("B", "Yes"), ("BAD", "maybe"), ("L", "a, b,,c"), ("E", " ")]);
+        let e = env(&[
+            ("A", "x"),
+            ("N", "12"),
+            ("B", "Yes"),
+            ("BAD", "maybe"),
+            ("L", "a, b,,c"),
+            ("E", " "),
+        ]);
         assert_eq!(e.required("A").unwrap(), "x");
         assert!(matches!(e.required("E"), Err(ConfigError::Missing("E"))));
         assert!(matches!(e.required("Z"), Err(ConfigError::Missing("Z"))));
         assert_eq!(e.parsed("N", 0u32).unwrap(), 12);
         assert_eq!(e.parsed("Z", 7u32).unwrap(), 7);
-        assert!(matches!(e.parsed::<u32>("A", 0), Err(ConfigError::Invalid { name: "A", .. })));
+        assert!(matches!(
+            e.parsed::<u32>("A", 0),
+            Err(ConfigError::Invalid { name: "A", .. })
+        ));
         assert!(e.flag("B", false).unwrap());
         assert!(e.flag("BAD", false).is_err());
         assert_eq!(e.list("L"), vec!["a", "b", "c"]);
-        assert_eq!(e.seconds("N", Duration::ZERO).unwrap(), Duration::from_secs(12));
+        assert_eq!(
+            e.seconds("N", Duration::ZERO).unwrap(),
+            Duration::from_secs(12)
+        );
     }
 }

@@ -27,21 +27,30 @@ pub fn diagnostic<E: ErrorKind + ?Sized>(err: &E) -> Diagnostic {
         }
         source = s.source();
     }
-    Diagnostic { error_type: err.error_type().to_owned(), error_message: message }
+    Diagnostic {
+        error_type: err.error_type().to_owned(),
+        error_message: message,
+    }
 }
 
 /// Classifies an SDK error: throttling, timeouts, dispatch failures and 5xx are retryable.
-pub fn sdk_error_is_retryable<E, R>(err: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> bool
+pub fn sdk_error_is_retryable<E, R>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> bool
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
     R: std::fmt::Debug,
 {
     use aws_smithy_runtime_api::client::result::SdkError;
     match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or_default();
-            is_throttling_code(code) || code.contains("InternalServer") || code == "ServiceUnavailable"
+            is_throttling_code(code)
+                || code.contains("InternalServer")
+                || code == "ServiceUnavailable"
         }
         _ => false,
     }
@@ -74,13 +83,28 @@ pub struct AwsCallError {
 }
 
 impl AwsCallError {
-    pub fn from_sdk<E, R>(op: &'static str, err: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Self
+    pub fn from_sdk<E, R>(
+        op: &'static str,
+        err: aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    ) -> Self
     where
-        E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + Send + Sync + 'static,
+        E: std::error::Error
+            + aws_smithy_types::error::metadata::ProvideErrorMetadata
+            + Send
+            + Sync
+            + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
-        let code = err.as_service_error().and_then(|e| e.code()).map(str::to_owned);
-        Self { op, code, retryable: sdk_error_is_retryable(&err), source: Box::new(err) }
+        let code = err
+            .as_service_error()
+            .and_then(|e| e.code())
+            .map(str::to_owned);
+        Self {
+            op,
+            code,
+            retryable: sdk_error_is_retryable(&err),
+            source: Box::new(err),
+        }
     }
 
     pub fn is_throttling(&self) -> bool {

@@ -36,13 +36,18 @@ impl IdempotencyKey {
     /// `event_key` identifies the event (the EventBridge id); `payload` is hashed after
     /// canonicalisation (sorted keys) so that re-serialised copies of one event still match.
     pub fn new(function: &str, event_key: &str, payload: &[u8]) -> Self {
-        let canonical = serde_json::from_slice::<serde_json::Value>(payload).ok().map(|v| {
-            let mut out = Vec::with_capacity(payload.len());
-            write_canonical(&v, &mut out);
-            out
-        });
+        let canonical = serde_json::from_slice::<serde_json::Value>(payload)
+            .ok()
+            .map(|v| {
+                let mut out = Vec::with_capacity(payload.len());
+                write_canonical(&v, &mut out);
+                out
+            });
         let payload_hash = sha256_hex(canonical.as_deref().unwrap_or(payload));
-        Self { key: format!("{function}#{}", &sha256_hex(event_key.as_bytes())[..32]), payload_hash }
+        Self {
+            key: format!("{function}#{}", &sha256_hex(event_key.as_bytes())[..32]),
+            payload_hash,
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -125,10 +130,18 @@ impl IdempotencyError {
 
 fn store_err<E, R>(op: &'static str, e: aws_sdk_dynamodb::error::SdkError<E, R>) -> IdempotencyError
 where
-    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + Send + Sync + 'static,
+    E: std::error::Error
+        + aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + Send
+        + Sync
+        + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    IdempotencyError::Store { op, retryable: crate::error::sdk_error_is_retryable(&e), source: Box::new(e) }
+    IdempotencyError::Store {
+        op,
+        retryable: crate::error::sdk_error_is_retryable(&e),
+        source: Box::new(e),
+    }
 }
 
 /// Outcome of a claim.
@@ -176,11 +189,15 @@ pub struct IdempotencyStore {
 }
 
 fn epoch_secs(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn epoch_millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn n(v: i64) -> AttributeValue {
@@ -193,12 +210,24 @@ fn s(v: &str) -> AttributeValue {
 
 impl IdempotencyStore {
     /// `expires_after`: how long a completed record answers repeats (Powertools default 1 h).
-    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>, expires_after: Duration) -> Self {
-        Self { client, table: table.into(), expires_after }
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        expires_after: Duration,
+    ) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            expires_after,
+        }
     }
 
     /// Claims `key` until `deadline` (the invocation's deadline).
-    pub async fn claim(&self, key: &IdempotencyKey, deadline: SystemTime) -> Result<Claim, IdempotencyError> {
+    pub async fn claim(
+        &self,
+        key: &IdempotencyKey,
+        deadline: SystemTime,
+    ) -> Result<Claim, IdempotencyError> {
         // A record can vanish between a failed condition and our read of it; try again then.
         for _ in 0..3 {
             let now = SystemTime::now();
@@ -239,27 +268,44 @@ impl IdempotencyStore {
                 return self.existing(key, &item);
             }
         }
-        Err(IdempotencyError::AlreadyInProgress { key: key.key.clone() })
+        Err(IdempotencyError::AlreadyInProgress {
+            key: key.key.clone(),
+        })
     }
 
-    fn existing(&self, key: &IdempotencyKey, item: &HashMap<String, AttributeValue>) -> Result<Claim, IdempotencyError> {
+    fn existing(
+        &self,
+        key: &IdempotencyKey,
+        item: &HashMap<String, AttributeValue>,
+    ) -> Result<Claim, IdempotencyError> {
         let attr = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str);
         if attr("payload_hash") != Some(key.payload_hash.as_str()) {
-            return Err(IdempotencyError::PayloadMismatch { key: key.key.clone() });
+            return Err(IdempotencyError::PayloadMismatch {
+                key: key.key.clone(),
+            });
         }
         match attr("status") {
             Some(STATUS_COMPLETE) => {
                 let data = attr("data").unwrap_or("null");
                 serde_json::from_str(data)
                     .map(Claim::Completed)
-                    .map_err(|_| IdempotencyError::Corrupt { key: key.key.clone() })
+                    .map_err(|_| IdempotencyError::Corrupt {
+                        key: key.key.clone(),
+                    })
             }
-            Some(STATUS_IN_PROGRESS) => Err(IdempotencyError::AlreadyInProgress { key: key.key.clone() }),
-            _ => Err(IdempotencyError::Corrupt { key: key.key.clone() }),
+            Some(STATUS_IN_PROGRESS) => Err(IdempotencyError::AlreadyInProgress {
+                key: key.key.clone(),
+            }),
+            _ => Err(IdempotencyError::Corrupt {
+                key: key.key.clone(),
+            }),
         }
     }
 
-    async fn read(&self, key: &IdempotencyKey) -> Result<Option<HashMap<String, AttributeValue>>, IdempotencyError> {
+    async fn read(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, IdempotencyError> {
         let out = self
             .client
             .get_item()
@@ -273,7 +319,11 @@ impl IdempotencyStore {
     }
 
     /// Marks `key` complete with the handler's result.
-    pub async fn complete(&self, key: &IdempotencyKey, result: &serde_json::Value) -> Result<(), IdempotencyError> {
+    pub async fn complete(
+        &self,
+        key: &IdempotencyKey,
+        result: &serde_json::Value,
+    ) -> Result<(), IdempotencyError> {
         let mut data = serde_json::to_string(result).unwrap_or_else(|_| "null".to_owned());
         if data.len() > MAX_STORED_RESULT {
             data = r#"{"resultNotStored":"too large"}"#.to_owned();
@@ -316,7 +366,12 @@ impl IdempotencyStore {
             .await;
         match out {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(store_err("DeleteItem", e)),
         }
     }
@@ -335,9 +390,15 @@ impl IdempotencyStore {
         Fut: Future<Output = Result<T, E>>,
     {
         match self.claim(key, deadline).await? {
-            Claim::Completed(v) => serde_json::from_value(v)
-                .map(Execution::Replayed)
-                .map_err(|_| GuardError::Idempotency(IdempotencyError::Corrupt { key: key.key.clone() })),
+            Claim::Completed(v) => {
+                serde_json::from_value(v)
+                    .map(Execution::Replayed)
+                    .map_err(|_| {
+                        GuardError::Idempotency(IdempotencyError::Corrupt {
+                            key: key.key.clone(),
+                        })
+                    })
+            }
             Claim::Acquired => match f().await {
                 Ok(t) => {
                     let v = serde_json::to_value(&t).unwrap_or(serde_json::Value::Null);

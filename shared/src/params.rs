@@ -38,7 +38,14 @@ impl ParamValue {
 impl fmt::Debug for ParamValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ParamValue")
-            .field("value", &if self.secure { "<redacted>" } else { &*self.value })
+            .field(
+                "value",
+                &if self.secure {
+                    "<redacted>"
+                } else {
+                    &*self.value
+                },
+            )
             .field("secure", &self.secure)
             .field("version", &self.version)
             .finish()
@@ -82,25 +89,43 @@ pub struct ParameterCache {
 
 impl ParameterCache {
     pub fn new(client: aws_sdk_ssm::Client, ttl: Duration) -> Self {
-        Self { client, ttl, entries: Mutex::new(HashMap::new()) }
+        Self {
+            client,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Returns the value, from cache while it is younger than the TTL.
     pub async fn get(&self, name: &str) -> Result<ParamValue, ParamError> {
         // The lock is held across the fetch so concurrent callers share one request.
         let mut entries = self.entries.lock().await;
-        if let Some(c) = entries.get(name) {
-            if c.fetched.elapsed() < self.ttl {
-                return Ok(c.value.clone());
-            }
+        if let Some(c) = entries.get(name)
+            && c.fetched.elapsed() < self.ttl
+        {
+            return Ok(c.value.clone());
         }
-        let out = self.client.get_parameter().name(name).with_decryption(true).send().await;
+        let out = self
+            .client
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await;
         let param = match out {
             Ok(o) => o.parameter,
-            Err(e) if e.as_service_error().is_some_and(GetParameterError::is_parameter_not_found) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(GetParameterError::is_parameter_not_found) =>
+            {
                 return Err(ParamError::NotFound(name.to_owned()));
             }
-            Err(e) => return Err(ParamError::Read { name: name.to_owned(), source: Box::new(e) }),
+            Err(e) => {
+                return Err(ParamError::Read {
+                    name: name.to_owned(),
+                    source: Box::new(e),
+                });
+            }
         };
         let param = param.ok_or_else(|| ParamError::NotFound(name.to_owned()))?;
         let value = ParamValue {
@@ -108,8 +133,18 @@ impl ParameterCache {
             version: param.version,
             value: Arc::from(param.value.unwrap_or_default()),
         };
-        tracing::debug!(parameter = name, version = value.version, "parameter loaded");
-        entries.insert(name.to_owned(), Cached { fetched: Instant::now(), value: value.clone() });
+        tracing::debug!(
+            parameter = name,
+            version = value.version,
+            "parameter loaded"
+        );
+        entries.insert(
+            name.to_owned(),
+            Cached {
+                fetched: Instant::now(),
+                value: value.clone(),
+            },
+        );
         Ok(value)
     }
 
@@ -123,7 +158,10 @@ impl ParameterCache {
     }
 
     /// Reads a JSON or YAML document into `T`; `None` when the parameter does not exist.
-    pub async fn get_document<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ParamError> {
+    pub async fn get_document<T: DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, ParamError> {
         match self.get_optional(name).await? {
             None => Ok(None),
             Some(v) => parse_document(name, v.expose()).map(Some),
@@ -137,7 +175,12 @@ pub fn parse_document<T: DeserializeOwned>(name: &str, text: &str) -> Result<T, 
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         serde_json::from_str(text).map_err(|e| ParamError::Invalid {
             name: name.to_owned(),
-            location: format!("line {}, column {}: {:?}", e.line(), e.column(), e.classify()),
+            location: format!(
+                "line {}, column {}: {:?}",
+                e.line(),
+                e.column(),
+                e.classify()
+            ),
         })
     } else {
         serde_norway::from_str(text).map_err(|e| ParamError::Invalid {
@@ -161,7 +204,10 @@ mod tests {
 
     #[test]
     fn json_and_yaml_documents() {
-        assert_eq!(parse_document::<Doc>("p", r#"{"a": 1}"#).unwrap(), Doc { a: 1 });
+        assert_eq!(
+            parse_document::<Doc>("p", r#"{"a": 1}"#).unwrap(),
+            Doc { a: 1 }
+        );
         assert_eq!(parse_document::<Doc>("p", "a: 2\n").unwrap(), Doc { a: 2 });
         let err = parse_document::<Doc>("p", r#"{"a": "s3cr3t-value"}"#).unwrap_err();
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
@@ -171,7 +217,11 @@ mod tests {
 
     #[test]
     fn secure_values_are_redacted_in_debug() {
-        let v = ParamValue { value: Arc::from("hunter2"), secure: true, version: 1 };
+        let v = ParamValue {
+            value: Arc::from("hunter2"),
+            secure: true,
+            version: 1,
+        };
         assert!(!format!("{v:?}").contains("hunter2"));
         assert_eq!(v.expose(), "hunter2");
     }

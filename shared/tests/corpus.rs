@@ -1,5 +1,8 @@
 //! Every sample in `events/` and every fixture in `tests/fixtures/` goes through the classifier.
 
+// Test-only crate: panicking on unexpected results is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 use autopilot_shared::events::{EventError, classify};
@@ -39,13 +42,21 @@ fn expected_kind(name: &str) -> &'static str {
         ("command-invocation-", "command-status"),
         ("on-demand", "request"),
     ];
-    table.iter().find(|(prefix, _)| name.starts_with(prefix)).map(|(_, k)| *k).unwrap_or("?")
+    table
+        .iter()
+        .find(|(prefix, _)| name.starts_with(prefix))
+        .map(|(_, k)| *k)
+        .unwrap_or("?")
 }
 
 #[test]
 fn every_sample_event_classifies_as_its_name_says() {
     let samples = files(&repo().join("events"));
-    assert!(samples.len() >= 30, "expected the full sample set, found {}", samples.len());
+    assert!(
+        samples.len() >= 30,
+        "expected the full sample set, found {}",
+        samples.len()
+    );
     for path in samples {
         let raw = std::fs::read(&path).unwrap();
         let name = path.file_name().unwrap().to_str().unwrap();
@@ -57,13 +68,20 @@ fn every_sample_event_classifies_as_its_name_says() {
 
 #[test]
 fn quirk_fixtures_parse_and_look_alikes_are_unsupported() {
-    let look_alikes = ["automation-step-status-change", "command-status-change-not-invocation", "state-manager-"];
+    let look_alikes = [
+        "automation-step-status-change",
+        "command-status-change-not-invocation",
+        "state-manager-",
+    ];
     for path in files(&repo().join("tests/fixtures/events")) {
         let raw = std::fs::read(&path).unwrap();
         let name = path.file_name().unwrap().to_str().unwrap();
         let got = classify(&raw);
         if look_alikes.iter().any(|p| name.starts_with(p)) {
-            assert!(matches!(got, Err(EventError::Unsupported { .. })), "{name}: {got:?}");
+            assert!(
+                matches!(got, Err(EventError::Unsupported { .. })),
+                "{name}: {got:?}"
+            );
         } else {
             let ev = got.unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(ev.kind(), expected_kind(name), "{name}");

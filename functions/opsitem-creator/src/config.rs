@@ -32,7 +32,9 @@ impl Config {
             ec2_states = vec!["stopped".into(), "terminated".into()];
         }
         Ok(Self {
-            function_name: env.optional("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "opsitem-creator".into()),
+            function_name: env
+                .optional("AWS_LAMBDA_FUNCTION_NAME")
+                .unwrap_or_else(|| "opsitem-creator".into()),
             idempotency_table: env.required("IDEMPOTENCY_TABLE")?,
             ledger_table: env.required("LEDGER_TABLE")?,
             audit_bus: env.required("AUDIT_BUS_NAME")?,
@@ -40,7 +42,8 @@ impl Config {
             rules_cache: env.seconds("RULES_CACHE_SECONDS", Duration::from_secs(300))?,
             notification_topic: env.optional("NOTIFICATION_TOPIC_ARN"),
             ec2_states,
-            idempotency_expiry: env.seconds("IDEMPOTENCY_EXPIRY_SECONDS", Duration::from_secs(3600))?,
+            idempotency_expiry: env
+                .seconds("IDEMPOTENCY_EXPIRY_SECONDS", Duration::from_secs(3600))?,
         })
     }
 }

@@ -48,25 +48,47 @@ pub enum Action {
 }
 
 /// Decides what to do with an event. `raw` is the event as received (kept on the item).
-pub fn plan(event: &AutopilotEvent, raw: &[u8], rules: &RuleSet, ec2_states: &[String], default_topic: Option<&str>) -> Vec<Action> {
+pub fn plan(
+    event: &AutopilotEvent,
+    raw: &[u8],
+    rules: &RuleSet,
+    ec2_states: &[String],
+    default_topic: Option<&str>,
+) -> Vec<Action> {
     facts(event, ec2_states)
         .into_iter()
         .map(|f| match f.signal {
-            Signal::Neutral(reason) => Action::Ignore { reason: reason.to_owned() },
+            Signal::Neutral(reason) => Action::Ignore {
+                reason: reason.to_owned(),
+            },
             Signal::Recovery if rules.resolves(f.kind) => Action::Resolve {
-                note: format!("Resolved by ssm-autopilot: {} reported recovery (event {}).", event.detail_type(), event.id().unwrap_or("?")),
+                note: format!(
+                    "Resolved by ssm-autopilot: {} reported recovery (event {}).",
+                    event.detail_type(),
+                    event.id().unwrap_or("?")
+                ),
                 dedup: f.dedup,
             },
-            Signal::Recovery => Action::Ignore { reason: format!("auto-resolve is off for {}", f.kind) },
+            Signal::Recovery => Action::Ignore {
+                reason: format!("auto-resolve is off for {}", f.kind),
+            },
             Signal::Problem => match rules.find(f.kind, &f.detail) {
-                None => Action::Ignore { reason: format!("no rule matches this {} event", f.kind) },
+                None => Action::Ignore {
+                    reason: format!("no rule matches this {} event", f.kind),
+                },
                 Some(rule) => Action::Open(Box::new(draft(event, raw, &f, rule, default_topic))),
             },
         })
         .collect()
 }
 
-fn draft(event: &AutopilotEvent, raw: &[u8], f: &Facts, rule: &crate::rules::Rule, default_topic: Option<&str>) -> Draft {
+fn draft(
+    event: &AutopilotEvent,
+    raw: &[u8],
+    f: &Facts,
+    rule: &crate::rules::Rule,
+    default_topic: Option<&str>,
+) -> Draft {
     let title = truncate(&render(&rule.title, &f.vars), MAX_TITLE);
     let description = match rule.description.as_deref().map(|d| render(d, &f.vars)) {
         Some(d) if !d.trim().is_empty() => d,
@@ -83,26 +105,63 @@ fn draft(event: &AutopilotEvent, raw: &[u8], f: &Facts, rule: &crate::rules::Rul
             data.insert(k.to_owned(), (t, truncate(&v, MAX_DATA_VALUE)));
         }
     };
-    put("/aws/dedup", DataType::SearchableString, serde_json::json!({ "dedupString": f.dedup }).to_string());
-    put("/aws/resources", DataType::SearchableString, resources_json(&arns));
+    put(
+        "/aws/dedup",
+        DataType::SearchableString,
+        serde_json::json!({ "dedupString": f.dedup }).to_string(),
+    );
+    put(
+        "/aws/resources",
+        DataType::SearchableString,
+        resources_json(&arns),
+    );
     if let Some(rb) = &rule.runbook {
         put(
             "/aws/automations",
             DataType::SearchableString,
-            serde_json::json!([{ "automationType": "AWS:SSM:Automation", "automationId": rb }]).to_string(),
+            serde_json::json!([{ "automationType": "AWS:SSM:Automation", "automationId": rb }])
+                .to_string(),
         );
     }
-    put("autopilot:dedup", DataType::SearchableString, f.dedup.clone());
-    put("autopilot:account", DataType::SearchableString, account.unwrap_or_default().to_owned());
-    put("autopilot:region", DataType::SearchableString, region.unwrap_or_default().to_owned());
-    put("autopilot:source", DataType::SearchableString, event.source().to_owned());
-    put("autopilot:resourceIds", DataType::SearchableString, f.resource_ids.join(","));
+    put(
+        "autopilot:dedup",
+        DataType::SearchableString,
+        f.dedup.clone(),
+    );
+    put(
+        "autopilot:account",
+        DataType::SearchableString,
+        account.unwrap_or_default().to_owned(),
+    );
+    put(
+        "autopilot:region",
+        DataType::SearchableString,
+        region.unwrap_or_default().to_owned(),
+    );
+    put(
+        "autopilot:source",
+        DataType::SearchableString,
+        event.source().to_owned(),
+    );
+    put(
+        "autopilot:resourceIds",
+        DataType::SearchableString,
+        f.resource_ids.join(","),
+    );
     put("autopilot:rule", DataType::String, rule.name.clone());
     put("autopilot:occurrences", DataType::String, "1".to_owned());
     put("autopilot:firstSeen", DataType::String, now.clone());
     put("autopilot:lastSeen", DataType::String, now);
-    put("autopilot:createdByEvent", DataType::String, event.id().unwrap_or_default().to_owned());
-    put("autopilot:event", DataType::String, String::from_utf8_lossy(raw).into_owned());
+    put(
+        "autopilot:createdByEvent",
+        DataType::String,
+        event.id().unwrap_or_default().to_owned(),
+    );
+    put(
+        "autopilot:event",
+        DataType::String,
+        String::from_utf8_lossy(raw).into_owned(),
+    );
     Draft {
         rule: rule.name.clone(),
         dedup: f.dedup.clone(),
@@ -112,7 +171,10 @@ fn draft(event: &AutopilotEvent, raw: &[u8], f: &Facts, rule: &crate::rules::Rul
         category: rule.category.clone(),
         priority: rule.priority,
         ops_item_type: rule.ops_item_type.clone(),
-        topic: rule.notification_topic.clone().or_else(|| default_topic.map(str::to_owned)),
+        topic: rule
+            .notification_topic
+            .clone()
+            .or_else(|| default_topic.map(str::to_owned)),
         runbook: rule.runbook.clone(),
         resource_arns: arns,
         operational_data: data,
@@ -120,7 +182,10 @@ fn draft(event: &AutopilotEvent, raw: &[u8], f: &Facts, rule: &crate::rules::Rul
 }
 
 pub fn resources_json(arns: &[String]) -> String {
-    let list: Vec<_> = arns.iter().map(|a| serde_json::json!({ "arn": a })).collect();
+    let list: Vec<_> = arns
+        .iter()
+        .map(|a| serde_json::json!({ "arn": a }))
+        .collect();
     serde_json::Value::Array(list).to_string()
 }
 
@@ -143,35 +208,65 @@ mod tests {
     use autopilot_shared::events::classify;
 
     fn sample(path: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/../../events/opsitem-creator/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read(format!(
+            "{}/../../events/opsitem-creator/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
     }
 
     fn plan_for(path: &str) -> Vec<Action> {
         let raw = sample(path);
         let ev = classify(&raw).unwrap();
-        plan(&ev, &raw, &default_rules().unwrap(), &["stopped".into(), "terminated".into()], Some("arn:aws:sns:us-east-1:123456789012:t"))
+        plan(
+            &ev,
+            &raw,
+            &default_rules().unwrap(),
+            &["stopped".into(), "terminated".into()],
+            Some("arn:aws:sns:us-east-1:123456789012:t"),
+        )
     }
 
     #[test]
     fn alarm_opens_and_ok_resolves_the_same_identity() {
         let open = plan_for("alarm-metric-alarm.json");
         let resolve = plan_for("alarm-metric-ok.json");
-        let Action::Open(d) = &open[0] else { panic!("{open:?}") };
-        let Action::Resolve { dedup, .. } = &resolve[0] else { panic!("{resolve:?}") };
+        let Action::Open(d) = &open[0] else {
+            panic!("{open:?}")
+        };
+        let Action::Resolve { dedup, .. } = &resolve[0] else {
+            panic!("{resolve:?}")
+        };
         assert_eq!(&d.dedup, dedup);
         assert!(d.title.contains("is in ALARM"), "{}", d.title);
         assert_eq!(d.severity, "2");
-        assert!(d.resource_arns.iter().any(|a| a.contains(":instance/i-")), "{:?}", d.resource_arns);
+        assert!(
+            d.resource_arns.iter().any(|a| a.contains(":instance/i-")),
+            "{:?}",
+            d.resource_arns
+        );
         assert!(d.operational_data["/aws/dedup"].1.contains("dedupString"));
-        assert_eq!(d.topic.as_deref(), Some("arn:aws:sns:us-east-1:123456789012:t"));
+        assert_eq!(
+            d.topic.as_deref(),
+            Some("arn:aws:sns:us-east-1:123456789012:t")
+        );
     }
 
     #[test]
     fn repeat_alarm_has_same_dedup_and_more_resources() {
-        let Action::Open(a) = &plan_for("alarm-metric-alarm.json")[0] else { panic!() };
-        let Action::Open(b) = &plan_for("alarm-metric-alarm-second-instance.json")[0] else { panic!() };
+        let Action::Open(a) = &plan_for("alarm-metric-alarm.json")[0] else {
+            panic!()
+        };
+        let Action::Open(b) = &plan_for("alarm-metric-alarm-second-instance.json")[0] else {
+            panic!()
+        };
         assert_eq!(a.dedup, b.dedup);
-        assert!(b.resource_arns.len() > a.resource_arns.len(), "{:?} vs {:?}", a.resource_arns, b.resource_arns);
+        assert!(
+            b.resource_arns.len() > a.resource_arns.len(),
+            "{:?} vs {:?}",
+            a.resource_arns,
+            b.resource_arns
+        );
     }
 
     #[test]
@@ -203,8 +298,13 @@ mod tests {
 
     #[test]
     fn guardduty_severity_picks_the_rule() {
-        let Action::Open(d) = &plan_for("guardduty-finding-high.json")[0] else { panic!() };
-        assert_eq!((d.rule.as_str(), d.severity.as_str()), ("guardduty-high", "1"));
+        let Action::Open(d) = &plan_for("guardduty-finding-high.json")[0] else {
+            panic!()
+        };
+        assert_eq!(
+            (d.rule.as_str(), d.severity.as_str()),
+            ("guardduty-high", "1")
+        );
     }
 
     #[test]
@@ -218,11 +318,21 @@ mod tests {
         v["detail"]["state"]["reason"] = serde_json::Value::String("r".repeat(50_000));
         let raw = serde_json::to_vec(&v).unwrap();
         let ev = classify(&raw).unwrap();
-        let Action::Open(d) = &plan(&ev, &raw, &default_rules().unwrap(), &[], None)[0] else { panic!() };
+        let Action::Open(d) = &plan(&ev, &raw, &default_rules().unwrap(), &[], None)[0] else {
+            panic!()
+        };
         assert!(d.title.len() <= MAX_TITLE);
         assert!(d.description.len() <= MAX_DESCRIPTION);
-        assert!(d.operational_data.values().all(|(_, v)| v.len() <= MAX_DATA_VALUE && !v.trim().is_empty()));
-        assert!(d.operational_data["autopilot:event"].1.ends_with("[truncated]"));
+        assert!(
+            d.operational_data
+                .values()
+                .all(|(_, v)| v.len() <= MAX_DATA_VALUE && !v.trim().is_empty())
+        );
+        assert!(
+            d.operational_data["autopilot:event"]
+                .1
+                .ends_with("[truncated]")
+        );
         assert!(d.dedup.len() < 200);
     }
 
@@ -230,7 +340,13 @@ mod tests {
     fn unconfigured_ec2_state_is_ignored() {
         let raw = sample("ec2-stopped.json");
         let ev = classify(&raw).unwrap();
-        let got = plan(&ev, &raw, &default_rules().unwrap(), &["terminated".into()], None);
+        let got = plan(
+            &ev,
+            &raw,
+            &default_rules().unwrap(),
+            &["terminated".into()],
+            None,
+        );
         assert!(matches!(&got[0], Action::Ignore { .. }), "{got:?}");
     }
 }

@@ -40,7 +40,9 @@ impl ErrorKind for OpsItemError {
 
     fn retryable(&self) -> bool {
         match self {
-            OpsItemError::Event(_) | OpsItemError::Config(_) | OpsItemError::RulesInvalid(_) => false,
+            OpsItemError::Event(_) | OpsItemError::Config(_) | OpsItemError::RulesInvalid(_) => {
+                false
+            }
             OpsItemError::RulesUnavailable(e) => e.retryable(),
             OpsItemError::Idempotency(e) => e.retryable(),
             OpsItemError::Aws(e) => e.retryable,

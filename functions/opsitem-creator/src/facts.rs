@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use autopilot_shared::events::{AlarmStateValue, AutopilotEvent, AutomationOutcome, EventBridgeEvent};
+use autopilot_shared::events::{
+    AlarmStateValue, AutomationOutcome, AutopilotEvent, EventBridgeEvent,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -36,12 +38,18 @@ struct Ctx<'a> {
 }
 
 fn ctx<T: Serialize + serde::de::DeserializeOwned>(e: &EventBridgeEvent<T>) -> Ctx<'_> {
-    Ctx { account: e.account.as_deref().unwrap_or("unknown"), region: e.region.as_deref().unwrap_or("unknown") }
+    Ctx {
+        account: e.account.as_deref().unwrap_or("unknown"),
+        region: e.region.as_deref().unwrap_or("unknown"),
+    }
 }
 
 fn instance_arn(c: &Ctx<'_>, id: &str) -> String {
     if id.starts_with("mi-") {
-        format!("arn:aws:ssm:{}:{}:managed-instance/{id}", c.region, c.account)
+        format!(
+            "arn:aws:ssm:{}:{}:managed-instance/{id}",
+            c.region, c.account
+        )
     } else {
         format!("arn:aws:ec2:{}:{}:instance/{id}", c.region, c.account)
     }
@@ -53,7 +61,10 @@ fn dedup(parts: &[&str]) -> String {
         s
     } else {
         let head: String = s.chars().take(64).collect();
-        format!("{head}#{}", &autopilot_shared::idempotency::sha256_hex(s.as_bytes())[..32])
+        format!(
+            "{head}#{}",
+            &autopilot_shared::idempotency::sha256_hex(s.as_bytes())[..32]
+        )
     }
 }
 
@@ -68,14 +79,27 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
     vars.insert("account", account.unwrap_or_default().to_owned());
     vars.insert("region", region.unwrap_or_default().to_owned());
     vars.insert("detail_type", event.detail_type().to_owned());
-    let envelope_arns: Vec<String> = event.resources().iter().filter(|r| r.starts_with("arn:")).cloned().collect();
+    let envelope_arns: Vec<String> = event
+        .resources()
+        .iter()
+        .filter(|r| r.starts_with("arn:"))
+        .cloned()
+        .collect();
     let one = |signal, dedup, vars, mut arns: Vec<String>, ids: Vec<String>, detail| {
         for a in &envelope_arns {
             if !arns.contains(a) {
                 arns.push(a.clone());
             }
         }
-        vec![Facts { kind: event.kind(), signal, dedup, vars, resource_arns: arns, resource_ids: ids, detail }]
+        vec![Facts {
+            kind: event.kind(),
+            signal,
+            dedup,
+            vars,
+            resource_arns: arns,
+            resource_ids: ids,
+            detail,
+        }]
     };
     match event {
         AutopilotEvent::Alarm(e) => {
@@ -84,17 +108,32 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
             vars.insert("alarm_name", d.alarm_name.clone());
             vars.insert("state", format!("{:?}", d.state.value).to_ascii_uppercase());
             vars.insert("reason", d.state.reason.clone().unwrap_or_default());
-            let ids: Vec<String> = d.dimension_values("InstanceId").into_iter().map(str::to_owned).collect();
+            let ids: Vec<String> = d
+                .dimension_values("InstanceId")
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
             if let Some(first) = ids.first() {
                 vars.insert("instance_id", first.clone());
             }
-            let arns = ids.iter().filter(|i| autopilot_shared::events::ids::is_managed_node_id(i)).map(|i| instance_arn(&c, i)).collect();
+            let arns = ids
+                .iter()
+                .filter(|i| autopilot_shared::events::ids::is_managed_node_id(i))
+                .map(|i| instance_arn(&c, i))
+                .collect();
             let signal = match d.state.value {
                 AlarmStateValue::Alarm => Signal::Problem,
                 AlarmStateValue::Ok => Signal::Recovery,
                 AlarmStateValue::InsufficientData => Signal::Neutral("alarm has insufficient data"),
             };
-            one(signal, dedup(&["alarm", c.account, c.region, &d.alarm_name]), vars, arns, ids, to_value(d))
+            one(
+                signal,
+                dedup(&["alarm", c.account, c.region, &d.alarm_name]),
+                vars,
+                arns,
+                ids,
+                to_value(d),
+            )
         }
         AutopilotEvent::Ec2StateChange(e) => {
             let c = ctx(e);
@@ -107,7 +146,14 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
                 Signal::Neutral("instance state is not configured to open an OpsItem")
             };
             let arns = vec![instance_arn(&c, &d.instance_id)];
-            one(signal, dedup(&["ec2-state", c.account, c.region, &d.instance_id]), vars, arns, vec![d.instance_id.clone()], to_value(d))
+            one(
+                signal,
+                dedup(&["ec2-state", c.account, c.region, &d.instance_id]),
+                vars,
+                arns,
+                vec![d.instance_id.clone()],
+                to_value(d),
+            )
         }
         AutopilotEvent::SpotInterruption(e) => {
             let c = ctx(e);
@@ -115,7 +161,14 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
             vars.insert("instance_id", d.instance_id.clone());
             vars.insert("action", d.instance_action.clone());
             let arns = vec![instance_arn(&c, &d.instance_id)];
-            one(Signal::Problem, dedup(&["spot", c.account, c.region, &d.instance_id]), vars, arns, vec![d.instance_id.clone()], to_value(d))
+            one(
+                Signal::Problem,
+                dedup(&["spot", c.account, c.region, &d.instance_id]),
+                vars,
+                arns,
+                vec![d.instance_id.clone()],
+                to_value(d),
+            )
         }
         AutopilotEvent::Health(e) => {
             let c = ctx(e);
@@ -123,8 +176,15 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
             vars.insert("event_type_code", d.event_type_code.clone());
             vars.insert("event_type_category", d.event_type_category.clone());
             vars.insert("service", d.service.clone());
-            vars.insert("health_description", d.description().unwrap_or_default().to_owned());
-            let ids: Vec<String> = d.affected_entities.iter().map(|a| a.entity_value.clone()).collect();
+            vars.insert(
+                "health_description",
+                d.description().unwrap_or_default().to_owned(),
+            );
+            let ids: Vec<String> = d
+                .affected_entities
+                .iter()
+                .map(|a| a.entity_value.clone())
+                .collect();
             let arns = ids
                 .iter()
                 .filter_map(|v| {
@@ -137,8 +197,19 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
                     }
                 })
                 .collect();
-            let signal = if d.status_code.as_deref() == Some("closed") { Signal::Recovery } else { Signal::Problem };
-            one(signal, dedup(&["health", c.account, &d.event_arn]), vars, arns, ids, to_value(d))
+            let signal = if d.status_code.as_deref() == Some("closed") {
+                Signal::Recovery
+            } else {
+                Signal::Problem
+            };
+            one(
+                signal,
+                dedup(&["health", c.account, &d.event_arn]),
+                vars,
+                arns,
+                ids,
+                to_value(d),
+            )
         }
         AutopilotEvent::GuardDuty(e) => {
             let c = ctx(e);
@@ -161,7 +232,14 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
             } else {
                 Signal::Problem
             };
-            one(signal, dedup(&["guardduty", c.account, c.region, &d.id]), vars, arns, ids, to_value(d))
+            one(
+                signal,
+                dedup(&["guardduty", c.account, c.region, &d.id]),
+                vars,
+                arns,
+                ids,
+                to_value(d),
+            )
         }
         AutopilotEvent::SecurityHub(e) => e
             .detail
@@ -170,13 +248,40 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
             .map(|f| {
                 let mut v = vars.clone();
                 v.insert("finding_title", f.title.clone().unwrap_or_default());
-                v.insert("finding_description", f.description.clone().unwrap_or_default());
+                v.insert(
+                    "finding_description",
+                    f.description.clone().unwrap_or_default(),
+                );
                 v.insert("severity_label", f.severity_label().to_owned());
-                v.insert("workflow_status", f.workflow_status().unwrap_or_default().to_owned());
-                let arns: Vec<String> = f.resources.iter().filter(|r| r.id.starts_with("arn:")).map(|r| r.id.clone()).collect();
-                let ids: Vec<String> = f.resources.iter().map(|r| r.id.rsplit('/').next().unwrap_or(&r.id).to_owned()).collect();
-                let signal = if f.is_closed() { Signal::Recovery } else { Signal::Problem };
-                Facts { kind: event.kind(), signal, dedup: dedup(&["securityhub", &f.id]), vars: v, resource_arns: arns, resource_ids: ids, detail: to_value(f) }
+                v.insert(
+                    "workflow_status",
+                    f.workflow_status().unwrap_or_default().to_owned(),
+                );
+                let arns: Vec<String> = f
+                    .resources
+                    .iter()
+                    .filter(|r| r.id.starts_with("arn:"))
+                    .map(|r| r.id.clone())
+                    .collect();
+                let ids: Vec<String> = f
+                    .resources
+                    .iter()
+                    .map(|r| r.id.rsplit('/').next().unwrap_or(&r.id).to_owned())
+                    .collect();
+                let signal = if f.is_closed() {
+                    Signal::Recovery
+                } else {
+                    Signal::Problem
+                };
+                Facts {
+                    kind: event.kind(),
+                    signal,
+                    dedup: dedup(&["securityhub", &f.id]),
+                    vars: v,
+                    resource_arns: arns,
+                    resource_ids: ids,
+                    detail: to_value(f),
+                }
             })
             .collect(),
         AutopilotEvent::SsmCompliance(e) => {
@@ -184,10 +289,30 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
             let d = &e.detail;
             vars.insert("resource_id", d.resource_id.clone());
             vars.insert("compliance_type", d.compliance_type.clone());
-            vars.insert("compliance_severity", d.severity.clone().unwrap_or_else(|| "unspecified".into()));
-            let signal = if d.is_non_compliant() { Signal::Problem } else { Signal::Recovery };
+            vars.insert(
+                "compliance_severity",
+                d.severity.clone().unwrap_or_else(|| "unspecified".into()),
+            );
+            let signal = if d.is_non_compliant() {
+                Signal::Problem
+            } else {
+                Signal::Recovery
+            };
             let arns = vec![instance_arn(&c, &d.resource_id)];
-            one(signal, dedup(&["compliance", c.account, c.region, &d.resource_id, &d.compliance_type]), vars, arns, vec![d.resource_id.clone()], to_value(d))
+            one(
+                signal,
+                dedup(&[
+                    "compliance",
+                    c.account,
+                    c.region,
+                    &d.resource_id,
+                    &d.compliance_type,
+                ]),
+                vars,
+                arns,
+                vec![d.resource_id.clone()],
+                to_value(d),
+            )
         }
         AutopilotEvent::AutomationStatus(e) => {
             let c = ctx(e);
@@ -199,16 +324,33 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
                 AutomationOutcome::Failed | AutomationOutcome::TimedOut => Signal::Problem,
                 _ => Signal::Neutral("automation did not fail"),
             };
-            let arns = vec![format!("arn:aws:ssm:{}:{}:automation-execution/{}", c.region, c.account, d.execution_id)];
-            one(signal, dedup(&["automation", c.account, c.region, &d.execution_id]), vars, arns, vec![d.execution_id.clone()], to_value(d))
+            let arns = vec![format!(
+                "arn:aws:ssm:{}:{}:automation-execution/{}",
+                c.region, c.account, d.execution_id
+            )];
+            one(
+                signal,
+                dedup(&["automation", c.account, c.region, &d.execution_id]),
+                vars,
+                arns,
+                vec![d.execution_id.clone()],
+                to_value(d),
+            )
         }
-        other => one(Signal::Neutral("event kind is not handled by opsitem-creator"), String::new(), vars, Vec::new(), Vec::new(), Value::Null)
-            .into_iter()
-            .map(|mut f| {
-                f.kind = other.kind();
-                f
-            })
-            .collect(),
+        other => one(
+            Signal::Neutral("event kind is not handled by opsitem-creator"),
+            String::new(),
+            vars,
+            Vec::new(),
+            Vec::new(),
+            Value::Null,
+        )
+        .into_iter()
+        .map(|mut f| {
+            f.kind = other.kind();
+            f
+        })
+        .collect(),
     }
 }
 

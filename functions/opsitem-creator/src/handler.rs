@@ -34,8 +34,16 @@ impl Deps {
         Self {
             opscenter: OpsCenter::new(clients::ssm(sdk)),
             ledger: Ledger::new(clients::dynamodb(sdk), config.ledger_table.clone()),
-            idempotency: IdempotencyStore::new(clients::dynamodb(sdk), config.idempotency_table.clone(), config.idempotency_expiry),
-            audit: AuditEmitter::new(clients::eventbridge(sdk), config.audit_bus.clone(), "ssm-autopilot.opsitem-creator"),
+            idempotency: IdempotencyStore::new(
+                clients::dynamodb(sdk),
+                config.idempotency_table.clone(),
+                config.idempotency_expiry,
+            ),
+            audit: AuditEmitter::new(
+                clients::eventbridge(sdk),
+                config.audit_bus.clone(),
+                "ssm-autopilot.opsitem-creator",
+            ),
             params: ParameterCache::new(clients::ssm(sdk), config.rules_cache),
             sns: clients::sns(sdk),
             config,
@@ -43,8 +51,15 @@ impl Deps {
     }
 
     async fn rules(&self) -> Result<RuleSet, OpsItemError> {
-        let Some(name) = &self.config.rules_parameter else { return Ok(default_rules()?) };
-        match self.params.get_document::<RuleSet>(name).await.map_err(OpsItemError::RulesUnavailable)? {
+        let Some(name) = &self.config.rules_parameter else {
+            return Ok(default_rules()?);
+        };
+        match self
+            .params
+            .get_document::<RuleSet>(name)
+            .await
+            .map_err(OpsItemError::RulesUnavailable)?
+        {
             Some(set) => {
                 set.validate()?;
                 Ok(set)
@@ -82,7 +97,14 @@ pub struct Outcome {
 
 impl Outcome {
     fn new(decision: Decision) -> Self {
-        Self { decision, ops_item_id: None, title: None, dedup: None, occurrences: None, reason: None }
+        Self {
+            decision,
+            ops_item_id: None,
+            title: None,
+            dedup: None,
+            occurrences: None,
+            reason: None,
+        }
     }
 }
 
@@ -96,7 +118,10 @@ pub struct Response {
     pub results: Vec<Outcome>,
 }
 
-pub async fn handle(deps: &Deps, event: LambdaEvent<Box<RawValue>>) -> Result<Response, OpsItemError> {
+pub async fn handle(
+    deps: &Deps,
+    event: LambdaEvent<Box<RawValue>>,
+) -> Result<Response, OpsItemError> {
     let raw = event.payload.get().as_bytes();
     let ev = match classify(raw) {
         Ok(ev) => ev,
@@ -109,7 +134,13 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Box<RawValue>>) -> Result<Re
     let span = tracing::info_span!("event", event_id = %event_id, detail_type = ev.detail_type(), kind = ev.kind());
     let _enter = span.enter();
     let rules = deps.rules().await?;
-    let actions = plan(&ev, raw, &rules, &deps.config.ec2_states, deps.config.notification_topic.as_deref());
+    let actions = plan(
+        &ev,
+        raw,
+        &rules,
+        &deps.config.ec2_states,
+        deps.config.notification_topic.as_deref(),
+    );
     let trace = event.context.xray_trace_id.clone();
 
     if actions.iter().all(|a| matches!(a, Action::Ignore { .. })) {
@@ -117,15 +148,27 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Box<RawValue>>) -> Result<Re
         let results: Vec<Outcome> = actions
             .into_iter()
             .map(|a| match a {
-                Action::Ignore { reason } => Outcome { reason: Some(reason), ..Outcome::new(Decision::Ignored) },
+                Action::Ignore { reason } => Outcome {
+                    reason: Some(reason),
+                    ..Outcome::new(Decision::Ignored)
+                },
                 _ => Outcome::new(Decision::Ignored),
             })
             .collect();
         for r in &results {
-            tracing::info!(decision = "ignored", reason = r.reason.as_deref().unwrap_or_default(), "event ignored");
+            tracing::info!(
+                decision = "ignored",
+                reason = r.reason.as_deref().unwrap_or_default(),
+                "event ignored"
+            );
         }
         audit(deps, &ev, &results, trace.as_deref()).await;
-        return Ok(Response { event_id, kind: ev.kind().to_owned(), replayed: false, results });
+        return Ok(Response {
+            event_id,
+            kind: ev.kind().to_owned(),
+            replayed: false,
+            results,
+        });
     }
 
     let key = IdempotencyKey::new(&deps.config.function_name, &event_id, raw);
@@ -144,31 +187,66 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Box<RawValue>>) -> Result<Re
         Ok(exec) => {
             let replayed = exec.is_replay();
             if replayed {
-                tracing::info!(decision = "duplicate", "repeat delivery answered from the idempotency store");
+                tracing::info!(
+                    decision = "duplicate",
+                    "repeat delivery answered from the idempotency store"
+                );
             }
-            Ok(Response { event_id, kind: ev.kind().to_owned(), replayed, results: exec.into_inner() })
+            Ok(Response {
+                event_id,
+                kind: ev.kind().to_owned(),
+                replayed,
+                results: exec.into_inner(),
+            })
         }
         Err(GuardError::Idempotency(e)) => Err(e.into()),
         Err(GuardError::Handler(e)) => Err(e),
     }
 }
 
-async fn execute(deps: &Deps, ev: &AutopilotEvent, action: &Action) -> Result<Outcome, OpsItemError> {
+async fn execute(
+    deps: &Deps,
+    ev: &AutopilotEvent,
+    action: &Action,
+) -> Result<Outcome, OpsItemError> {
     let event_id = ev.id().unwrap_or_default();
     let now = ev.time().unwrap_or_else(chrono::Utc::now).to_rfc3339();
     match action {
-        Action::Ignore { reason } => Ok(Outcome { reason: Some(reason.clone()), ..Outcome::new(Decision::Ignored) }),
+        Action::Ignore { reason } => Ok(Outcome {
+            reason: Some(reason.clone()),
+            ..Outcome::new(Decision::Ignored)
+        }),
         Action::Open(draft) => match deps.opscenter.create(draft).await? {
             Created::New(id) => {
-                deps.ledger.record_created(&id, &draft.dedup, &draft.resource_arns, event_id, &now).await?;
+                deps.ledger
+                    .record_created(&id, &draft.dedup, &draft.resource_arns, event_id, &now)
+                    .await?;
                 notify(deps, draft, &id).await?;
                 tracing::info!(decision = "created", ops_item_id = %id, dedup = %draft.dedup, "OpsItem created");
-                Ok(Outcome { ops_item_id: Some(id), title: Some(draft.title.clone()), dedup: Some(draft.dedup.clone()), occurrences: Some(1), ..Outcome::new(Decision::Created) })
+                Ok(Outcome {
+                    ops_item_id: Some(id),
+                    title: Some(draft.title.clone()),
+                    dedup: Some(draft.dedup.clone()),
+                    occurrences: Some(1),
+                    ..Outcome::new(Decision::Created)
+                })
             }
             Created::Exists(id) => repeat(deps, draft, &id, event_id, &now).await,
             Created::LimitExceeded => {
-                tracing::error!(decision = "failed", error_type = "OpsItemLimitExceeded", "OpsItem quota reached; not retrying");
-                Ok(Outcome { reason: Some("OpsItemLimitExceededException: the account's OpsItem quota is reached".into()), dedup: Some(draft.dedup.clone()), title: Some(draft.title.clone()), ..Outcome::new(Decision::Failed) })
+                tracing::error!(
+                    decision = "failed",
+                    error_type = "OpsItemLimitExceeded",
+                    "OpsItem quota reached; not retrying"
+                );
+                Ok(Outcome {
+                    reason: Some(
+                        "OpsItemLimitExceededException: the account's OpsItem quota is reached"
+                            .into(),
+                    ),
+                    dedup: Some(draft.dedup.clone()),
+                    title: Some(draft.title.clone()),
+                    ..Outcome::new(Decision::Failed)
+                })
             }
         },
         Action::Resolve { dedup, note } => {
@@ -177,31 +255,69 @@ async fn execute(deps: &Deps, ev: &AutopilotEvent, action: &Action) -> Result<Ou
                 None => deps.opscenter.find_open(dedup).await?,
             };
             let Some(id) = id else {
-                return Ok(Outcome { reason: Some("no open OpsItem to resolve".into()), dedup: Some(dedup.clone()), ..Outcome::new(Decision::Ignored) });
+                return Ok(Outcome {
+                    reason: Some("no open OpsItem to resolve".into()),
+                    dedup: Some(dedup.clone()),
+                    ..Outcome::new(Decision::Ignored)
+                });
             };
             let current = deps.opscenter.get(&id).await?;
-            if !matches!(current.status, Some(aws_sdk_ssm::types::OpsItemStatus::Open | aws_sdk_ssm::types::OpsItemStatus::InProgress)) {
+            if !matches!(
+                current.status,
+                Some(
+                    aws_sdk_ssm::types::OpsItemStatus::Open
+                        | aws_sdk_ssm::types::OpsItemStatus::InProgress
+                )
+            ) {
                 deps.ledger.set_index(dedup, &id, "Resolved").await?;
-                return Ok(Outcome { reason: Some("OpsItem is no longer open".into()), ops_item_id: Some(id), dedup: Some(dedup.clone()), ..Outcome::new(Decision::Ignored) });
+                return Ok(Outcome {
+                    reason: Some("OpsItem is no longer open".into()),
+                    ops_item_id: Some(id),
+                    dedup: Some(dedup.clone()),
+                    ..Outcome::new(Decision::Ignored)
+                });
             }
             deps.opscenter.resolve(&id, note, event_id).await?;
             deps.ledger.set_index(dedup, &id, "Resolved").await?;
             tracing::info!(decision = "resolved", ops_item_id = %id, dedup = %dedup, "OpsItem resolved");
-            Ok(Outcome { ops_item_id: Some(id), dedup: Some(dedup.clone()), ..Outcome::new(Decision::Resolved) })
+            Ok(Outcome {
+                ops_item_id: Some(id),
+                dedup: Some(dedup.clone()),
+                ..Outcome::new(Decision::Resolved)
+            })
         }
     }
 }
 
 /// A repeat of an open problem: count it once, merge resources, refresh last-seen.
-async fn repeat(deps: &Deps, draft: &Draft, id: &str, event_id: &str, now: &str) -> Result<Outcome, OpsItemError> {
+async fn repeat(
+    deps: &Deps,
+    draft: &Draft,
+    id: &str,
+    event_id: &str,
+    now: &str,
+) -> Result<Outcome, OpsItemError> {
     let existing = deps.opscenter.get(id).await?;
-    let base = |o: Outcome| Outcome { ops_item_id: Some(id.to_owned()), title: Some(draft.title.clone()), dedup: Some(draft.dedup.clone()), ..o };
+    let base = |o: Outcome| Outcome {
+        ops_item_id: Some(id.to_owned()),
+        title: Some(draft.title.clone()),
+        dedup: Some(draft.dedup.clone()),
+        ..o
+    };
     if existing.value("autopilot:createdByEvent") == Some(event_id) {
         // A retry of the delivery that created the item: finish its bookkeeping, count nothing.
-        deps.ledger.record_created(id, &draft.dedup, &draft.resource_arns, event_id, now).await?;
-        return Ok(base(Outcome { occurrences: Some(1), ..Outcome::new(Decision::Created) }));
+        deps.ledger
+            .record_created(id, &draft.dedup, &draft.resource_arns, event_id, now)
+            .await?;
+        return Ok(base(Outcome {
+            occurrences: Some(1),
+            ..Outcome::new(Decision::Created)
+        }));
     }
-    let seed: i64 = existing.value("autopilot:occurrences").and_then(|v| v.parse().ok()).unwrap_or(1);
+    let seed: i64 = existing
+        .value("autopilot:occurrences")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let mut resources: Vec<String> = existing
         .value("/aws/resources")
         .and_then(|v| serde_json::from_str::<Vec<serde_json::Value>>(v).ok())
@@ -212,24 +328,56 @@ async fn repeat(deps: &Deps, draft: &Draft, id: &str, event_id: &str, now: &str)
     resources.extend(draft.resource_arns.iter().cloned());
     resources.sort();
     resources.dedup();
-    let tally = deps.ledger.count_repeat(id, &draft.dedup, seed, &resources, event_id, now).await?;
+    let tally = deps
+        .ledger
+        .count_repeat(id, &draft.dedup, seed, &resources, event_id, now)
+        .await?;
     let mut merged = tally.resources.clone();
     merged.truncate(crate::decide::MAX_RESOURCES);
     let mut data = std::collections::BTreeMap::new();
-    data.insert("autopilot:occurrences".to_owned(), (DataType::String, tally.occurrences.to_string()));
-    data.insert("autopilot:lastSeen".to_owned(), (DataType::String, now.to_owned()));
-    data.insert("autopilot:lastEventId".to_owned(), (DataType::String, event_id.to_owned()));
-    data.insert("/aws/resources".to_owned(), (DataType::SearchableString, resources_json(&merged)));
+    data.insert(
+        "autopilot:occurrences".to_owned(),
+        (DataType::String, tally.occurrences.to_string()),
+    );
+    data.insert(
+        "autopilot:lastSeen".to_owned(),
+        (DataType::String, now.to_owned()),
+    );
+    data.insert(
+        "autopilot:lastEventId".to_owned(),
+        (DataType::String, event_id.to_owned()),
+    );
+    data.insert(
+        "/aws/resources".to_owned(),
+        (DataType::SearchableString, resources_json(&merged)),
+    );
     deps.opscenter.update_data(id, &data).await?;
     tracing::info!(decision = "updated", ops_item_id = %id, occurrences = tally.occurrences, "OpsItem updated");
-    Ok(base(Outcome { occurrences: Some(tally.occurrences), ..Outcome::new(Decision::Updated) }))
+    Ok(base(Outcome {
+        occurrences: Some(tally.occurrences),
+        ..Outcome::new(Decision::Updated)
+    }))
 }
 
 async fn notify(deps: &Deps, draft: &Draft, id: &str) -> Result<(), OpsItemError> {
-    let Some(topic) = &draft.topic else { return Ok(()) };
-    let subject: String = format!("[ssm-autopilot] {id}: {}", draft.title).chars().take(100).collect();
+    let Some(topic) = &draft.topic else {
+        return Ok(());
+    };
+    let subject: String = format!("[ssm-autopilot] {id}: {}", draft.title)
+        .chars()
+        .take(100)
+        .collect();
     // SNS subjects must be ASCII without control characters.
-    let subject: String = subject.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' }).collect();
+    let subject: String = subject
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
     let message = serde_json::json!({
         "opsItemId": id, "title": draft.title, "severity": draft.severity,
         "category": draft.category, "dedup": draft.dedup, "resources": draft.resource_arns,
@@ -241,7 +389,11 @@ async fn notify(deps: &Deps, draft: &Draft, id: &str) -> Result<(), OpsItemError
         .message(message.to_string())
         .send()
         .await
-        .map_err(|e| OpsItemError::Aws(autopilot_shared::error::AwsCallError::from_sdk("Publish", e)))?;
+        .map_err(|e| {
+            OpsItemError::Aws(autopilot_shared::error::AwsCallError::from_sdk(
+                "Publish", e,
+            ))
+        })?;
     Ok(())
 }
 

@@ -26,18 +26,39 @@ pub struct Tally {
 }
 
 fn tally(item: &HashMap<String, AttributeValue>) -> Tally {
-    let occurrences = item.get("occurrences").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(1);
-    let mut resources: Vec<String> = item.get("resources").and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default();
+    let occurrences = item
+        .get("occurrences")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let mut resources: Vec<String> = item
+        .get("resources")
+        .and_then(|v| v.as_ss().ok())
+        .cloned()
+        .unwrap_or_default();
     resources.sort();
-    Tally { occurrences, resources }
+    Tally {
+        occurrences,
+        resources,
+    }
 }
 
 impl Ledger {
     pub fn new(ddb: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self { ddb, table: table.into() }
+        Self {
+            ddb,
+            table: table.into(),
+        }
     }
 
-    pub async fn record_created(&self, id: &str, dedup: &str, resources: &[String], event_id: &str, now: &str) -> Result<(), AwsCallError> {
+    pub async fn record_created(
+        &self,
+        id: &str,
+        dedup: &str,
+        resources: &[String],
+        event_id: &str,
+        now: &str,
+    ) -> Result<(), AwsCallError> {
         let mut put = self
             .ddb
             .put_item()
@@ -51,13 +72,23 @@ impl Ledger {
         if !resources.is_empty() {
             put = put.item("resources", AttributeValue::Ss(resources.to_vec()));
         }
-        put.send().await.map_err(|e| AwsCallError::from_sdk("PutItem", e))?;
+        put.send()
+            .await
+            .map_err(|e| AwsCallError::from_sdk("PutItem", e))?;
         self.set_index(dedup, id, "Open").await
     }
 
     /// Counts one more occurrence of item `id` for `event_id`, at most once per event even
     /// when the same event is retried. `base` seeds the count for items the ledger never saw.
-    pub async fn count_repeat(&self, id: &str, dedup: &str, base: i64, resources: &[String], event_id: &str, now: &str) -> Result<Tally, AwsCallError> {
+    pub async fn count_repeat(
+        &self,
+        id: &str,
+        dedup: &str,
+        base: i64,
+        resources: &[String],
+        event_id: &str,
+        now: &str,
+    ) -> Result<Tally, AwsCallError> {
         let mut expr = "SET last_event = :eid, dedup = :dedup, last_seen = :now, occurrences = if_not_exists(occurrences, :base) + :one".to_owned();
         let mut req = self
             .ddb
@@ -77,7 +108,10 @@ impl Ledger {
         }
         match req.update_expression(expr).send().await {
             Ok(out) => Ok(tally(&out.attributes.unwrap_or_default())),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
                 // This event was already counted (a retry after a partial failure).
                 let item = self
                     .ddb
@@ -105,8 +139,15 @@ impl Ledger {
             .await
             .map_err(|e| AwsCallError::from_sdk("GetItem", e))?;
         let item = out.item.unwrap_or_default();
-        let open = item.get("status").and_then(|v| v.as_s().ok()).is_some_and(|st| st == "Open");
-        Ok(item.get("ops_item_id").and_then(|v| v.as_s().ok()).filter(|_| open).cloned())
+        let open = item
+            .get("status")
+            .and_then(|v| v.as_s().ok())
+            .is_some_and(|st| st == "Open");
+        Ok(item
+            .get("ops_item_id")
+            .and_then(|v| v.as_s().ok())
+            .filter(|_| open)
+            .cloned())
     }
 
     pub async fn set_index(&self, dedup: &str, id: &str, status: &str) -> Result<(), AwsCallError> {

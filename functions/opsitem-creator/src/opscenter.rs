@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use autopilot_shared::error::AwsCallError;
 use aws_sdk_ssm::operation::create_ops_item::CreateOpsItemError;
 use aws_sdk_ssm::types::{
-    OpsItemDataType, OpsItemDataValue, OpsItemFilter, OpsItemFilterKey, OpsItemFilterOperator, OpsItemStatus,
+    OpsItemDataType, OpsItemDataValue, OpsItemFilter, OpsItemFilterKey, OpsItemFilterOperator,
+    OpsItemStatus,
 };
 
 use crate::decide::{DataType, Draft};
@@ -64,31 +65,56 @@ impl OpsCenter {
         match req.send().await {
             Ok(out) => Ok(Created::New(out.ops_item_id.unwrap_or_default())),
             Err(e) => match e.as_service_error() {
-                Some(CreateOpsItemError::OpsItemAlreadyExistsException(x)) if x.ops_item_id().is_some() => {
-                    Ok(Created::Exists(x.ops_item_id().unwrap_or_default().to_owned()))
+                Some(CreateOpsItemError::OpsItemAlreadyExistsException(x))
+                    if x.ops_item_id().is_some() =>
+                {
+                    Ok(Created::Exists(
+                        x.ops_item_id().unwrap_or_default().to_owned(),
+                    ))
                 }
-                Some(CreateOpsItemError::OpsItemAlreadyExistsException(_)) => match self.find_open(&d.dedup).await? {
-                    Some(id) => Ok(Created::Exists(id)),
-                    None => Err(AwsCallError::from_sdk("CreateOpsItem", e)),
-                },
-                Some(CreateOpsItemError::OpsItemLimitExceededException(_)) => Ok(Created::LimitExceeded),
+                Some(CreateOpsItemError::OpsItemAlreadyExistsException(_)) => {
+                    match self.find_open(&d.dedup).await? {
+                        Some(id) => Ok(Created::Exists(id)),
+                        None => Err(AwsCallError::from_sdk("CreateOpsItem", e)),
+                    }
+                }
+                Some(CreateOpsItemError::OpsItemLimitExceededException(_)) => {
+                    Ok(Created::LimitExceeded)
+                }
                 _ => Err(AwsCallError::from_sdk("CreateOpsItem", e)),
             },
         }
     }
 
     pub async fn get(&self, id: &str) -> Result<Existing, AwsCallError> {
-        let out = self.ssm.get_ops_item().ops_item_id(id).send().await.map_err(|e| AwsCallError::from_sdk("GetOpsItem", e))?;
-        let item = out.ops_item.unwrap_or_else(|| aws_sdk_ssm::types::OpsItem::builder().build());
-        Ok(Existing { status: item.status, data: item.operational_data.unwrap_or_default() })
+        let out = self
+            .ssm
+            .get_ops_item()
+            .ops_item_id(id)
+            .send()
+            .await
+            .map_err(|e| AwsCallError::from_sdk("GetOpsItem", e))?;
+        let item = out
+            .ops_item
+            .unwrap_or_else(|| aws_sdk_ssm::types::OpsItem::builder().build());
+        Ok(Existing {
+            status: item.status,
+            data: item.operational_data.unwrap_or_default(),
+        })
     }
 
-    pub async fn update_data(&self, id: &str, data: &BTreeMap<String, (DataType, String)>) -> Result<(), AwsCallError> {
+    pub async fn update_data(
+        &self,
+        id: &str,
+        data: &BTreeMap<String, (DataType, String)>,
+    ) -> Result<(), AwsCallError> {
         let mut req = self.ssm.update_ops_item().ops_item_id(id);
         for (k, v) in data {
             req = req.operational_data(k, data_value(v));
         }
-        req.send().await.map_err(|e| AwsCallError::from_sdk("UpdateOpsItem", e))?;
+        req.send()
+            .await
+            .map_err(|e| AwsCallError::from_sdk("UpdateOpsItem", e))?;
         Ok(())
     }
 
@@ -97,8 +123,14 @@ impl OpsCenter {
             .update_ops_item()
             .ops_item_id(id)
             .status(OpsItemStatus::Resolved)
-            .operational_data("autopilot:resolution", data_value(&(DataType::String, note.to_owned())))
-            .operational_data("autopilot:resolvedByEvent", data_value(&(DataType::String, event_id.to_owned())))
+            .operational_data(
+                "autopilot:resolution",
+                data_value(&(DataType::String, note.to_owned())),
+            )
+            .operational_data(
+                "autopilot:resolvedByEvent",
+                data_value(&(DataType::String, event_id.to_owned())),
+            )
             .send()
             .await
             .map_err(|e| AwsCallError::from_sdk("UpdateOpsItem", e))?;
@@ -113,18 +145,39 @@ impl OpsCenter {
             .values(serde_json::json!({ "key": "autopilot:dedup", "value": dedup }).to_string())
             .operator(OpsItemFilterOperator::Equal)
             .build()
-            .map_err(|e| AwsCallError { op: "DescribeOpsItems", code: None, retryable: false, source: Box::new(e) })?;
+            .map_err(|e| AwsCallError {
+                op: "DescribeOpsItems",
+                code: None,
+                retryable: false,
+                source: Box::new(e),
+            })?;
         let open = OpsItemFilter::builder()
             .key(OpsItemFilterKey::Status)
             .values("Open")
             .values("InProgress")
             .operator(OpsItemFilterOperator::Equal)
             .build()
-            .map_err(|e| AwsCallError { op: "DescribeOpsItems", code: None, retryable: false, source: Box::new(e) })?;
-        let mut pages = self.ssm.describe_ops_items().ops_item_filters(by_dedup).ops_item_filters(open).max_results(50).into_paginator().send();
+            .map_err(|e| AwsCallError {
+                op: "DescribeOpsItems",
+                code: None,
+                retryable: false,
+                source: Box::new(e),
+            })?;
+        let mut pages = self
+            .ssm
+            .describe_ops_items()
+            .ops_item_filters(by_dedup)
+            .ops_item_filters(open)
+            .max_results(50)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| AwsCallError::from_sdk("DescribeOpsItems", e))?;
-            if let Some(id) = page.ops_item_summaries().iter().find_map(|s| s.ops_item_id()) {
+            if let Some(id) = page
+                .ops_item_summaries()
+                .iter()
+                .find_map(|s| s.ops_item_id())
+            {
                 return Ok(Some(id.to_owned()));
             }
         }

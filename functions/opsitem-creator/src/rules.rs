@@ -81,26 +81,45 @@ pub enum RulesError {
     Invalid { rule: String, problem: &'static str },
 }
 
-const CATEGORIES: [&str; 5] = ["Availability", "Cost", "Performance", "Recovery", "Security"];
+const CATEGORIES: [&str; 5] = [
+    "Availability",
+    "Cost",
+    "Performance",
+    "Recovery",
+    "Security",
+];
 
 impl RuleSet {
     /// Checks what OpsCenter would reject, so a bad rule fails at load, not per event.
     pub fn validate(&self) -> Result<(), RulesError> {
         for r in &self.rules {
-            let bad = |problem| Err(RulesError::Invalid { rule: r.name.clone(), problem });
+            let bad = |problem| {
+                Err(RulesError::Invalid {
+                    rule: r.name.clone(),
+                    problem,
+                })
+            };
             if !matches!(r.severity.as_str(), "1" | "2" | "3" | "4") {
                 return bad("severity must be \"1\" to \"4\"");
             }
             if r.priority.is_some_and(|p| !(1..=5).contains(&p)) {
                 return bad("priority must be 1 to 5");
             }
-            if r.category.as_deref().is_some_and(|c| !CATEGORIES.contains(&c)) {
-                return bad("category must be Availability, Cost, Performance, Recovery or Security");
+            if r.category
+                .as_deref()
+                .is_some_and(|c| !CATEGORIES.contains(&c))
+            {
+                return bad(
+                    "category must be Availability, Cost, Performance, Recovery or Security",
+                );
             }
             if r.title.trim().is_empty() {
                 return bad("title is empty");
             }
-            if r.runbook.as_deref().is_some_and(|b| !autopilot_shared::events::ids::is_safe_token(b)) {
+            if r.runbook
+                .as_deref()
+                .is_some_and(|b| !autopilot_shared::events::ids::is_safe_token(b))
+            {
                 return bad("runbook name has forbidden characters");
             }
             if r.matcher.fields.keys().any(|k| !k.starts_with('/')) {
@@ -112,12 +131,20 @@ impl RuleSet {
 
     /// First rule matching the event kind and detail.
     pub fn find(&self, kind: &str, detail: &Value) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.matcher.kind == kind && r.matcher.fields.iter().all(|(ptr, c)| c.holds(detail.pointer(ptr))))
+        self.rules.iter().find(|r| {
+            r.matcher.kind == kind
+                && r.matcher
+                    .fields
+                    .iter()
+                    .all(|(ptr, c)| c.holds(detail.pointer(ptr)))
+        })
     }
 
     /// Whether some rule for `kind` wants recovery events to resolve items.
     pub fn resolves(&self, kind: &str) -> bool {
-        self.rules.iter().any(|r| r.matcher.kind == kind && r.auto_resolve)
+        self.rules
+            .iter()
+            .any(|r| r.matcher.kind == kind && r.auto_resolve)
     }
 }
 
@@ -133,7 +160,9 @@ impl Condition {
             Condition::OneOf(options) => text.is_some_and(|t| options.iter().any(|o| o == &t)),
             Condition::Test(t) => {
                 let num = text.as_deref().and_then(|s| s.parse::<f64>().ok());
-                t.prefix.as_ref().is_none_or(|p| text.as_deref().is_some_and(|s| s.starts_with(p.as_str())))
+                t.prefix
+                    .as_ref()
+                    .is_none_or(|p| text.as_deref().is_some_and(|s| s.starts_with(p.as_str())))
                     && t.at_least.is_none_or(|min| num.is_some_and(|n| n >= min))
                     && t.below.is_none_or(|max| num.is_some_and(|n| n < max))
             }
@@ -145,8 +174,10 @@ impl Condition {
 pub const DEFAULT_RULES: &str = include_str!("default_rules.yaml");
 
 pub fn default_rules() -> Result<RuleSet, RulesError> {
-    let set: RuleSet = serde_norway::from_str(DEFAULT_RULES)
-        .map_err(|_| RulesError::Invalid { rule: "built-in".into(), problem: "does not parse" })?;
+    let set: RuleSet = serde_norway::from_str(DEFAULT_RULES).map_err(|_| RulesError::Invalid {
+        rule: "built-in".into(),
+        problem: "does not parse",
+    })?;
     set.validate()?;
     Ok(set)
 }
@@ -177,9 +208,30 @@ mod tests {
     fn conditions() {
         let detail = json!({"severity": 8.0, "alarmName": "prod-cpu", "state": {"value": "ALARM"}});
         let hold = |c: Condition, p: &str| c.holds(detail.pointer(p));
-        assert!(hold(Condition::Test(Test { prefix: None, at_least: Some(7.0), below: None }), "/severity"));
-        assert!(!hold(Condition::Test(Test { prefix: None, at_least: Some(9.0), below: None }), "/severity"));
-        assert!(hold(Condition::Test(Test { prefix: Some("prod-".into()), at_least: None, below: None }), "/alarmName"));
+        assert!(hold(
+            Condition::Test(Test {
+                prefix: None,
+                at_least: Some(7.0),
+                below: None
+            }),
+            "/severity"
+        ));
+        assert!(!hold(
+            Condition::Test(Test {
+                prefix: None,
+                at_least: Some(9.0),
+                below: None
+            }),
+            "/severity"
+        ));
+        assert!(hold(
+            Condition::Test(Test {
+                prefix: Some("prod-".into()),
+                at_least: None,
+                below: None
+            }),
+            "/alarmName"
+        ));
         assert!(hold(Condition::OneOf(vec!["ALARM".into()]), "/state/value"));
         assert!(!hold(Condition::OneOf(vec!["OK".into()]), "/state/value"));
         assert!(!hold(Condition::OneOf(vec!["x".into()]), "/missing"));
@@ -197,6 +249,9 @@ mod tests {
         r.rules[0].runbook = Some("AWS-X; reboot".into());
         assert!(r.validate().is_err());
         let bad_yaml = "rules:\n  - name: x\n    match: {kind: alarm}\n    title: t\n    severity: '2'\n    surprise: 1\n";
-        assert!(serde_norway::from_str::<RuleSet>(bad_yaml).is_err(), "unknown keys are rejected");
+        assert!(
+            serde_norway::from_str::<RuleSet>(bad_yaml).is_err(),
+            "unknown keys are rejected"
+        );
     }
 }

@@ -2,6 +2,9 @@
 //! local emulator. Every assertion reads the emulator's state or call counters, never only
 //! the function's own report.
 
+// Test-only crate: panicking on unexpected results is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 
 use autopilot_harness::{InvokeOptions, Sandbox, TestEnv};
@@ -11,14 +14,20 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_opsitem-creator");
 
 fn sample(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/opsitem-creator").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../events/opsitem-creator")
+        .join(name);
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 /// A 12-digit account of the test's own, so dedup strings and ledger keys never collide
 /// with another test's (DynamoDB in the emulator is shared by all tenants).
 fn account_for(env: &TestEnv) -> String {
-    let digits: String = env.tenant.bytes().map(|b| char::from(b'0' + b % 10)).collect();
+    let digits: String = env
+        .tenant
+        .bytes()
+        .map(|b| char::from(b'0' + b % 10))
+        .collect();
     digits[digits.len() - 12..].to_owned()
 }
 
@@ -31,7 +40,10 @@ fn event(env: &TestEnv, name: &str) -> Value {
 }
 
 async fn invoke(sb: &Sandbox, ev: &Value) -> Result<Value, autopilot_harness::FunctionError> {
-    sb.invoke(&serde_json::to_vec(ev).unwrap(), InvokeOptions::default()).await.unwrap().outcome
+    sb.invoke(&serde_json::to_vec(ev).unwrap(), InvokeOptions::default())
+        .await
+        .unwrap()
+        .outcome
 }
 
 async fn items(env: &TestEnv) -> Vec<Value> {
@@ -40,47 +52,74 @@ async fn items(env: &TestEnv) -> Vec<Value> {
 }
 
 fn data<'a>(item: &'a Value, key: &str) -> &'a str {
-    item["OperationalData"][key]["Value"].as_str().unwrap_or_default()
+    item["OperationalData"][key]["Value"]
+        .as_str()
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alarm_lifecycle_create_repeat_append_resolve_recur() {
     let env = TestEnv::new().await.unwrap();
-    let sb = env.sandbox("opsitem-creator", Path::new(BIN)).await.unwrap();
+    let sb = env
+        .sandbox("opsitem-creator", Path::new(BIN))
+        .await
+        .unwrap();
 
-    let r = invoke(&sb, &event(&env, "alarm-metric-alarm.json")).await.unwrap();
+    let r = invoke(&sb, &event(&env, "alarm-metric-alarm.json"))
+        .await
+        .unwrap();
     assert_eq!(r["results"][0]["decision"], "created", "{r}");
     let id = r["results"][0]["opsItemId"].as_str().unwrap().to_owned();
     assert_eq!(items(&env).await.len(), 1);
 
-    let r = invoke(&sb, &event(&env, "alarm-metric-alarm.json")).await.unwrap();
+    let r = invoke(&sb, &event(&env, "alarm-metric-alarm.json"))
+        .await
+        .unwrap();
     assert_eq!(r["results"][0]["decision"], "updated", "{r}");
     let all = items(&env).await;
     assert_eq!(all.len(), 1, "a repeat must not create a second item");
     assert_eq!(data(&all[0], "autopilot:occurrences"), "2");
     let before: Vec<Value> = serde_json::from_str(data(&all[0], "/aws/resources")).unwrap();
 
-    let r = invoke(&sb, &event(&env, "alarm-metric-alarm-second-instance.json")).await.unwrap();
+    let r = invoke(&sb, &event(&env, "alarm-metric-alarm-second-instance.json"))
+        .await
+        .unwrap();
     assert_eq!(r["results"][0]["opsItemId"], id.as_str());
     let all = items(&env).await;
     assert_eq!(all.len(), 1);
     assert_eq!(data(&all[0], "autopilot:occurrences"), "3");
     let after: Vec<Value> = serde_json::from_str(data(&all[0], "/aws/resources")).unwrap();
-    assert!(after.len() > before.len(), "second instance appended: {before:?} -> {after:?}");
+    assert!(
+        after.len() > before.len(),
+        "second instance appended: {before:?} -> {after:?}"
+    );
     assert!(before.iter().all(|b| after.contains(b)));
 
-    let r = invoke(&sb, &event(&env, "alarm-metric-ok.json")).await.unwrap();
+    let r = invoke(&sb, &event(&env, "alarm-metric-ok.json"))
+        .await
+        .unwrap();
     assert_eq!(r["results"][0]["decision"], "resolved", "{r}");
     let all = items(&env).await;
     assert_eq!(all[0]["Status"], "Resolved");
     assert!(data(&all[0], "autopilot:resolution").contains("Resolved by ssm-autopilot"));
 
-    let r = invoke(&sb, &event(&env, "alarm-metric-alarm.json")).await.unwrap();
-    assert_eq!(r["results"][0]["decision"], "created", "a resolved item does not block a new one: {r}");
+    let r = invoke(&sb, &event(&env, "alarm-metric-alarm.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r["results"][0]["decision"], "created",
+        "a resolved item does not block a new one: {r}"
+    );
     let all = items(&env).await;
     assert_eq!(all.len(), 2);
     assert_ne!(r["results"][0]["opsItemId"], id.as_str());
-    assert_eq!(env.control.ok_calls(&env.tenant, "ssm:CreateOpsItem").await.unwrap(), 2);
+    assert_eq!(
+        env.control
+            .ok_calls(&env.tenant, "ssm:CreateOpsItem")
+            .await
+            .unwrap(),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -88,16 +127,28 @@ async fn replaying_one_event_twenty_times_counts_it_once() {
     let env = TestEnv::new().await.unwrap();
     let first = event(&env, "alarm-metric-alarm.json");
     let repeat = event(&env, "alarm-metric-alarm.json");
-    let sb = env.sandbox("opsitem-creator", Path::new(BIN)).await.unwrap();
+    let sb = env
+        .sandbox("opsitem-creator", Path::new(BIN))
+        .await
+        .unwrap();
     invoke(&sb, &first).await.unwrap();
 
     // 10 concurrent deliveries (10 execution environments), then 10 sequential ones.
     let mut sandboxes = Vec::new();
     for _ in 0..10 {
-        sandboxes.push(env.sandbox("opsitem-creator", Path::new(BIN)).await.unwrap());
+        sandboxes.push(
+            env.sandbox("opsitem-creator", Path::new(BIN))
+                .await
+                .unwrap(),
+        );
     }
     let payload = serde_json::to_vec(&repeat).unwrap();
-    let concurrent = join_all(sandboxes.iter().map(|s| s.invoke(&payload, InvokeOptions::default()))).await;
+    let concurrent = join_all(
+        sandboxes
+            .iter()
+            .map(|s| s.invoke(&payload, InvokeOptions::default())),
+    )
+    .await;
     let mut in_progress = 0;
     for inv in concurrent {
         match inv.unwrap().outcome {
@@ -114,12 +165,27 @@ async fn replaying_one_event_twenty_times_counts_it_once() {
     }
     let all = items(&env).await;
     assert_eq!(all.len(), 1);
-    assert_eq!(data(&all[0], "autopilot:occurrences"), "2", "exactly one increment");
-    assert_eq!(env.control.ok_calls(&env.tenant, "ssm:UpdateOpsItem").await.unwrap(), 1);
-    assert_eq!(env.control.ok_calls(&env.tenant, "ssm:CreateOpsItem").await.unwrap(), 1);
+    assert_eq!(
+        data(&all[0], "autopilot:occurrences"),
+        "2",
+        "exactly one increment"
+    );
+    assert_eq!(
+        env.control
+            .ok_calls(&env.tenant, "ssm:UpdateOpsItem")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        env.control
+            .ok_calls(&env.tenant, "ssm:CreateOpsItem")
+            .await
+            .unwrap(),
+        1
+    );
     eprintln!("concurrent duplicates told to retry later: {in_progress}");
 }
-
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttled_create_still_creates_exactly_once() {
@@ -128,7 +194,10 @@ async fn throttled_create_still_creates_exactly_once() {
         .set_faults(json!([{"operation": "ssm:CreateOpsItem", "throttle_rate": 0.5, "seed": 11, "tenant": env.tenant}]))
         .await
         .unwrap();
-    let sb = env.sandbox("opsitem-creator", Path::new(BIN)).await.unwrap();
+    let sb = env
+        .sandbox("opsitem-creator", Path::new(BIN))
+        .await
+        .unwrap();
     let ev = event(&env, "guardduty-finding-high.json");
     // Lambda retries a failed async invocation; model that with a bounded loop.
     let mut outcome = None;
@@ -138,26 +207,41 @@ async fn throttled_create_still_creates_exactly_once() {
                 outcome = Some(r);
                 break;
             }
-            Err(e) => assert!(e.error_type == "AwsThrottled", "only throttling may fail this: {e:?}"),
+            Err(e) => assert!(
+                e.error_type == "AwsThrottled",
+                "only throttling may fail this: {e:?}"
+            ),
         }
     }
     let r = outcome.expect("created within Lambda's retries");
     assert_eq!(r["results"][0]["decision"], "created", "{r}");
     assert_eq!(items(&env).await.len(), 1);
     let c = env.control.counters(&env.tenant).await.unwrap();
-    assert!(autopilot_harness::emulator::counter_field(&c, "ssm:CreateOpsItem", "throttled") > 0, "{c}");
-    assert_eq!(autopilot_harness::emulator::counter_field(&c, "ssm:CreateOpsItem", "ok"), 1);
+    assert!(
+        autopilot_harness::emulator::counter_field(&c, "ssm:CreateOpsItem", "throttled") > 0,
+        "{c}"
+    );
+    assert_eq!(
+        autopilot_harness::emulator::counter_field(&c, "ssm:CreateOpsItem", "ok"),
+        1
+    );
     // A later delivery of the same event changes nothing.
     let again = invoke(&sb, &ev).await.unwrap();
     assert_eq!(again["replayed"], true);
     assert_eq!(items(&env).await.len(), 1);
-    env.control.call("DELETE", "faults", Some(json!({"tenant": env.tenant}))).await.unwrap();
+    env.control
+        .call("DELETE", "faults", Some(json!({"tenant": env.tenant})))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_sample_gives_its_expected_outcome() {
     let env = TestEnv::new().await.unwrap();
-    let sb = env.sandbox("opsitem-creator", Path::new(BIN)).await.unwrap();
+    let sb = env
+        .sandbox("opsitem-creator", Path::new(BIN))
+        .await
+        .unwrap();
     let cases = [
         ("alarm-metric-alarm.json", "created"),
         ("alarm-metric-math.json", "created"),
@@ -176,7 +260,9 @@ async fn every_sample_gives_its_expected_outcome() {
         ("alarm-metric-ok.json", "resolved"),
     ];
     for (file, want) in cases {
-        let r = invoke(&sb, &event(&env, file)).await.unwrap_or_else(|e| panic!("{file}: {e:?}"));
+        let r = invoke(&sb, &event(&env, file))
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {e:?}"));
         assert_eq!(r["results"][0]["decision"], want, "{file}: {r}");
     }
     let all = items(&env).await;
@@ -188,13 +274,22 @@ async fn every_sample_gives_its_expected_outcome() {
         assert_eq!(item["Source"], "ssm-autopilot");
     }
     // One notification per new item, through the template's topic.
-    assert_eq!(env.control.ok_calls(&env.tenant, "sns:Publish").await.unwrap(), created as u64);
+    assert_eq!(
+        env.control
+            .ok_calls(&env.tenant, "sns:Publish")
+            .await
+            .unwrap(),
+        created as u64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_inputs_are_rejected_without_side_effects() {
     let env = TestEnv::new().await.unwrap();
-    let sb = env.sandbox("opsitem-creator", Path::new(BIN)).await.unwrap();
+    let sb = env
+        .sandbox("opsitem-creator", Path::new(BIN))
+        .await
+        .unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/malformed");
     let mut tried = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -203,7 +298,10 @@ async fn malformed_inputs_are_rejected_without_side_effects() {
             continue;
         }
         let raw = std::fs::read(&path).unwrap();
-        let inv = sb.invoke(&raw, InvokeOptions::default()).await.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let inv = sb
+            .invoke(&raw, InvokeOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let err = inv.outcome.expect_err(&path.display().to_string());
         assert!(!err.error_type.is_empty(), "{}", path.display());
         tried += 1;
@@ -215,19 +313,52 @@ async fn malformed_inputs_are_rejected_without_side_effects() {
     let c = env.control.counters(&env.tenant).await.unwrap();
     let root = c.get("counters").unwrap_or(&c);
     let ops: Vec<&String> = root.as_object().unwrap().keys().collect();
-    assert_eq!(autopilot_harness::emulator::counter_field(&c, "ssm:CreateOpsItem", "calls"), 1, "only the valid event acted: {ops:?}");
+    assert_eq!(
+        autopilot_harness::emulator::counter_field(&c, "ssm:CreateOpsItem", "calls"),
+        1,
+        "only the valid event acted: {ops:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quota_reached_fails_once_without_retry_storm() {
     let env = TestEnv::new().await.unwrap();
-    env.control.call("POST", "quota", Some(json!({"tenant": env.tenant, "opsitems": 0}))).await.unwrap();
-    let sb = env.sandbox("opsitem-creator", Path::new(BIN)).await.unwrap();
+    env.control
+        .call(
+            "POST",
+            "quota",
+            Some(json!({"tenant": env.tenant, "opsitems": 0})),
+        )
+        .await
+        .unwrap();
+    let sb = env
+        .sandbox("opsitem-creator", Path::new(BIN))
+        .await
+        .unwrap();
     let r = invoke(&sb, &event(&env, "ec2-stopped.json")).await.unwrap();
     assert_eq!(r["results"][0]["decision"], "failed", "{r}");
-    assert!(r["results"][0]["reason"].as_str().unwrap().contains("OpsItemLimitExceeded"));
-    assert_eq!(env.control.calls(&env.tenant, "ssm:CreateOpsItem").await.unwrap(), 1, "no SDK retry storm");
-    assert!(env.control.ok_calls(&env.tenant, "events:PutEvents").await.unwrap() >= 1, "the failure is audited");
+    assert!(
+        r["results"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("OpsItemLimitExceeded")
+    );
+    assert_eq!(
+        env.control
+            .calls(&env.tenant, "ssm:CreateOpsItem")
+            .await
+            .unwrap(),
+        1,
+        "no SDK retry storm"
+    );
+    assert!(
+        env.control
+            .ok_calls(&env.tenant, "events:PutEvents")
+            .await
+            .unwrap()
+            >= 1,
+        "the failure is audited"
+    );
     assert!(items(&env).await.is_empty());
 }
 
@@ -237,12 +368,23 @@ async fn rules_come_from_parameter_store() {
     let name = format!("/autopilot-test/{}/opsitem-rules", env.tenant);
     let rules = "rules:\n  - name: only-prod\n    match: {kind: alarm, fields: {/alarmName: {prefix: prod-}}}\n    title: \"PROD {{ alarm_name }}\"\n    severity: '1'\n    category: Performance\n";
     let ssm = aws_sdk_ssm::Client::new(&env.sdk().await);
-    ssm.put_parameter().name(&name).value(rules).r#type(aws_sdk_ssm::types::ParameterType::String).send().await.unwrap();
+    ssm.put_parameter()
+        .name(&name)
+        .value(rules)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
     let mut spec = env.function("opsitem-creator", Path::new(BIN)).unwrap();
     spec.env.insert("RULES_PARAMETER".into(), name);
     let sb = Sandbox::spawn(spec).await.unwrap();
-    let r = invoke(&sb, &event(&env, "alarm-metric-alarm.json")).await.unwrap();
-    assert_eq!(r["results"][0]["decision"], "ignored", "alarm name lacks the prefix: {r}");
+    let r = invoke(&sb, &event(&env, "alarm-metric-alarm.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r["results"][0]["decision"], "ignored",
+        "alarm name lacks the prefix: {r}"
+    );
     let mut ev = event(&env, "alarm-metric-alarm.json");
     ev["detail"]["alarmName"] = json!("prod-latency");
     let r = invoke(&sb, &ev).await.unwrap();
@@ -253,5 +395,11 @@ async fn rules_come_from_parameter_store() {
     assert_eq!(all[0]["Severity"], "1");
     assert_eq!(all[0]["Category"], "Performance");
     // Read once, then served from the cache.
-    assert_eq!(env.control.ok_calls(&env.tenant, "ssm:GetParameter").await.unwrap(), 1);
+    assert_eq!(
+        env.control
+            .ok_calls(&env.tenant, "ssm:GetParameter")
+            .await
+            .unwrap(),
+        1
+    );
 }

@@ -101,7 +101,12 @@ impl AlarmStateChange {
     pub fn kind(&self) -> AlarmKind {
         if self.configuration.alarm_rule.is_some() {
             AlarmKind::Composite
-        } else if self.configuration.metrics.iter().any(|m| m.expression.is_some()) {
+        } else if self
+            .configuration
+            .metrics
+            .iter()
+            .any(|m| m.expression.is_some())
+        {
             AlarmKind::MetricMath
         } else {
             AlarmKind::Metric
@@ -113,11 +118,13 @@ impl AlarmStateChange {
     pub fn dimension_values(&self, dimension: &str) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         for m in &self.configuration.metrics {
-            if let Some(v) = m.metric_stat.as_ref().and_then(|s| s.metric.dimensions.get(dimension))
+            if let Some(v) = m
+                .metric_stat
+                .as_ref()
+                .and_then(|s| s.metric.dimensions.get(dimension))
+                && !out.contains(&v.as_str())
             {
-                if !out.contains(&v.as_str()) {
-                    out.push(v);
-                }
+                out.push(v);
             }
         }
         out

@@ -77,6 +77,10 @@ impl GuardDutyFinding {
     }
 
     pub fn instance_id(&self) -> Option<&str> {
-        self.resource.instance_details.as_ref()?.instance_id.as_deref()
+        self.resource
+            .instance_details
+            .as_ref()?
+            .instance_id
+            .as_deref()
     }
 }

@@ -52,6 +52,8 @@ pub struct AffectedEntity {
 
 impl HealthEvent {
     pub fn description(&self) -> Option<&str> {
-        self.event_description.iter().find_map(|d| d.latest_description.as_deref())
+        self.event_description
+            .iter()
+            .find_map(|d| d.latest_description.as_deref())
     }
 }

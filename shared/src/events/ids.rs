@@ -13,7 +13,9 @@ pub fn is_managed_node_id(s: &str) -> bool {
 /// `i-` + 8 or 17 hex digits.
 pub fn is_ec2_instance_id(s: &str) -> bool {
     match s.strip_prefix("i-") {
-        Some(hex) => (hex.len() == 8 || hex.len() == 17) && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        Some(hex) => {
+            (hex.len() == 8 || hex.len() == 17) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        }
         None => false,
     }
 }
@@ -28,14 +30,16 @@ pub fn is_region(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && s.split('-').count() >= 3
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// GuardDuty finding types: `Backdoor:EC2/C&CActivity.B`, `CryptoCurrency:EC2/BitcoinTool.B!DNS`.
 pub fn is_finding_type(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b":/._-&!".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":/._-&!".contains(&b))
 }
 
 /// A conservative "safe token" check for free-form identifiers (alarm names, finding
@@ -45,7 +49,10 @@ pub fn is_safe_token(s: &str) -> bool {
         && s.len() <= 1024
         && !s.chars().any(|c| {
             c.is_control()
-                || matches!(c, ';' | '&' | '|' | '`' | '$' | '<' | '>' | '\\' | '"' | '\'' | '{' | '}' | '\n')
+                || matches!(
+                    c,
+                    ';' | '&' | '|' | '`' | '$' | '<' | '>' | '\\' | '"' | '\'' | '{' | '}' | '\n'
+                )
         })
 }
 

@@ -36,7 +36,9 @@ pub fn opt_u64_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>,
     match opt_f64_or_string(d)? {
         None => Ok(None),
         Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= u64::MAX as f64 => Ok(Some(n as u64)),
-        Some(n) => Err(de::Error::custom(format!("expected a whole number, got {n}"))),
+        Some(n) => Err(de::Error::custom(format!(
+            "expected a whole number, got {n}"
+        ))),
     }
 }
 
@@ -56,10 +58,11 @@ pub fn parse_aws_time(s: &str) -> Option<DateTime<Utc>> {
         return Some(t.with_timezone(&Utc));
     }
     // AWS Health samples carry weekdays that do not match the date; the date wins.
-    if let Some((_, rest)) = s.split_once(", ") {
-        if let Ok(t) = NaiveDateTime::parse_from_str(rest.trim_end_matches(" GMT"), "%d %b %Y %H:%M:%S") {
-            return Some(t.and_utc());
-        }
+    if let Some((_, rest)) = s.split_once(", ")
+        && let Ok(t) =
+            NaiveDateTime::parse_from_str(rest.trim_end_matches(" GMT"), "%d %b %Y %H:%M:%S")
+    {
+        return Some(t.and_utc());
     }
     for fmt in ["%b %d, %Y %I:%M:%S %p", "%b %e, %Y %l:%M:%S %p"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
@@ -81,8 +84,12 @@ mod tests {
         assert_eq!(parse_aws_time("2026-03-14T13:10:02.000+0000"), want);
         assert_eq!(parse_aws_time("Sat, 14 Mar 2026 13:10:02 GMT"), want);
         assert_eq!(parse_aws_time("Mar 14, 2026 1:10:02 PM"), want);
-        assert_eq!(parse_aws_time("Thu, 14 Mar 2026 13:10:02 GMT"), want, "weekday mismatch");
-        assert_eq!(parse_aws_time("Sat, 4 Mar 2026 13:10:02 GMT").is_some(), true);
+        assert_eq!(
+            parse_aws_time("Thu, 14 Mar 2026 13:10:02 GMT"),
+            want,
+            "weekday mismatch"
+        );
+        assert!(parse_aws_time("Sat, 4 Mar 2026 13:10:02 GMT").is_some());
         assert_eq!(parse_aws_time("yesterday"), None);
         assert_eq!(parse_aws_time(""), None);
     }

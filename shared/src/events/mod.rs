@@ -31,7 +31,9 @@ pub use health::HealthEvent;
 pub use lenient::parse_aws_time;
 pub use scheduled::ScheduledDetail;
 pub use securityhub::SecurityHubFindings;
-pub use ssm::{AutomationExecutionStatus, AutomationOutcome, CommandInvocationStatus, ComplianceStateChange};
+pub use ssm::{
+    AutomationExecutionStatus, AutomationOutcome, CommandInvocationStatus, ComplianceStateChange,
+};
 
 /// Largest event accepted: EventBridge's and Lambda's asynchronous payload limit (1 MB).
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -71,7 +73,10 @@ pub enum EventError {
     #[error("not an EventBridge event: {0}")]
     MissingField(&'static str),
     #[error("unsupported event: source {event_source:?}, detail-type {detail_type:?}")]
-    Unsupported { event_source: String, detail_type: String },
+    Unsupported {
+        event_source: String,
+        detail_type: String,
+    },
     #[error("invalid {kind} event: {err}")]
     InvalidDetail {
         kind: &'static str,
@@ -79,7 +84,11 @@ pub enum EventError {
         err: serde_json::Error,
     },
     #[error("invalid {kind} event: field {field} {reason}")]
-    InvalidField { kind: &'static str, field: &'static str, reason: &'static str },
+    InvalidField {
+        kind: &'static str,
+        field: &'static str,
+        reason: &'static str,
+    },
 }
 
 impl EventError {
@@ -108,33 +117,56 @@ struct Head<'a> {
 /// Turns raw bytes into a typed event, or says precisely why it cannot.
 pub fn classify(raw: &[u8]) -> Result<AutopilotEvent, EventError> {
     if raw.len() > MAX_EVENT_BYTES {
-        return Err(EventError::TooLarge { size: raw.len(), limit: MAX_EVENT_BYTES });
+        return Err(EventError::TooLarge {
+            size: raw.len(),
+            limit: MAX_EVENT_BYTES,
+        });
     }
     let head: Head<'_> = serde_json::from_slice(raw).map_err(EventError::Malformed)?;
     let source = head.source.ok_or(EventError::MissingField("source"))?;
-    let detail_type = head.detail_type.ok_or(EventError::MissingField("detail-type"))?;
+    let detail_type = head
+        .detail_type
+        .ok_or(EventError::MissingField("detail-type"))?;
     let detail = head.detail.ok_or(EventError::MissingField("detail"))?;
     let string_detail = detail.get().starts_with('"');
     let p = Parse { raw, string_detail };
 
     let event = match (source.as_ref(), detail_type.as_ref()) {
-        ("aws.cloudwatch", "CloudWatch Alarm State Change") => AutopilotEvent::Alarm(p.typed("alarm")?),
+        ("aws.cloudwatch", "CloudWatch Alarm State Change") => {
+            AutopilotEvent::Alarm(p.typed("alarm")?)
+        }
         ("aws.ec2", "EC2 Instance State-change Notification") => {
             let e: Event<Ec2StateChange> = p.typed("ec2-state-change")?;
-            require(ids::is_ec2_instance_id(&e.detail.instance_id), "ec2-state-change", "instance-id")?;
+            require(
+                ids::is_ec2_instance_id(&e.detail.instance_id),
+                "ec2-state-change",
+                "instance-id",
+            )?;
             AutopilotEvent::Ec2StateChange(e)
         }
         ("aws.ec2", "EC2 Spot Instance Interruption Warning") => {
             let e: Event<SpotInterruption> = p.typed("spot-interruption")?;
-            require(ids::is_ec2_instance_id(&e.detail.instance_id), "spot-interruption", "instance-id")?;
+            require(
+                ids::is_ec2_instance_id(&e.detail.instance_id),
+                "spot-interruption",
+                "instance-id",
+            )?;
             AutopilotEvent::SpotInterruption(e)
         }
         ("aws.guardduty", "GuardDuty Finding") => {
             let e: Event<GuardDutyFinding> = p.typed("guardduty")?;
             let sev_ok = e.detail.severity.is_finite() && (0.0..=10.0).contains(&e.detail.severity);
             require(sev_ok, "guardduty", "severity")?;
-            require(e.detail.instance_id().is_none_or(ids::is_ec2_instance_id), "guardduty", "instanceId")?;
-            require(ids::is_finding_type(&e.detail.finding_type), "guardduty", "type")?;
+            require(
+                e.detail.instance_id().is_none_or(ids::is_ec2_instance_id),
+                "guardduty",
+                "instanceId",
+            )?;
+            require(
+                ids::is_finding_type(&e.detail.finding_type),
+                "guardduty",
+                "type",
+            )?;
             AutopilotEvent::GuardDuty(e)
         }
         ("aws.securityhub", "Security Hub Findings - Imported") => {
@@ -147,30 +179,53 @@ pub fn classify(raw: &[u8]) -> Result<AutopilotEvent, EventError> {
         }
         ("aws.ssm", "Configuration Compliance State Change") => {
             let e: Event<ComplianceStateChange> = p.typed("ssm-compliance")?;
-            let node = e.detail.resource_type.as_deref().is_none_or(|t| t != "managed-instance")
+            let node = e
+                .detail
+                .resource_type
+                .as_deref()
+                .is_none_or(|t| t != "managed-instance")
                 || ids::is_managed_node_id(&e.detail.resource_id);
             require(node, "ssm-compliance", "resource-id")?;
             AutopilotEvent::SsmCompliance(e)
         }
         ("aws.ssm", "EC2 Command Invocation Status-change Notification") => {
             let e: Event<CommandInvocationStatus> = p.typed("command-status")?;
-            require(ids::is_managed_node_id(&e.detail.instance_id), "command-status", "instance-id")?;
+            require(
+                ids::is_managed_node_id(&e.detail.instance_id),
+                "command-status",
+                "instance-id",
+            )?;
             AutopilotEvent::CommandStatus(e)
         }
         ("aws.ssm", "EC2 Automation Execution Status-change Notification") => {
             let e: Event<AutomationExecutionStatus> = p.typed("automation-status")?;
-            require(ids::is_safe_token(&e.detail.execution_id), "automation-status", "ExecutionId")?;
+            require(
+                ids::is_safe_token(&e.detail.execution_id),
+                "automation-status",
+                "ExecutionId",
+            )?;
             AutopilotEvent::AutomationStatus(e)
         }
         ("aws.health", "AWS Health Event") => AutopilotEvent::Health(p.typed("health")?),
-        ("aws.events" | "aws.scheduler", "Scheduled Event") => AutopilotEvent::Scheduled(p.typed("scheduled")?),
-        (s, _) if s.starts_with(AUTOPILOT_SOURCE_PREFIX) => AutopilotEvent::Request(p.typed("request")?),
+        ("aws.events" | "aws.scheduler", "Scheduled Event") => {
+            AutopilotEvent::Scheduled(p.typed("scheduled")?)
+        }
+        (s, _) if s.starts_with(AUTOPILOT_SOURCE_PREFIX) => {
+            AutopilotEvent::Request(p.typed("request")?)
+        }
         (s, d) => {
-            return Err(EventError::Unsupported { event_source: clip(s), detail_type: clip(d) });
+            return Err(EventError::Unsupported {
+                event_source: clip(s),
+                detail_type: clip(d),
+            });
         }
     };
     let (account, region) = event.account_region();
-    require(account.is_none_or(ids::is_account_id), event.kind(), "account")?;
+    require(
+        account.is_none_or(ids::is_account_id),
+        event.kind(),
+        "account",
+    )?;
     require(region.is_none_or(ids::is_region), event.kind(), "region")?;
     Ok(event)
 }
@@ -187,23 +242,39 @@ impl Parse<'_> {
     {
         let invalid = |err| EventError::InvalidDetail { kind, err };
         if !self.string_detail {
-            return serde_json::from_slice(self.raw).map(Box::new).map_err(invalid);
+            return serde_json::from_slice(self.raw)
+                .map(Box::new)
+                .map_err(invalid);
         }
         // Rare path: EventBridge Scheduler and some custom producers send `detail` as a
         // JSON document encoded in a string.
         let mut envelope: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(self.raw).map_err(invalid)?;
         if let Some(serde_json::Value::String(inner)) = envelope.get("detail") {
-            let inner = if inner.trim().is_empty() { "{}" } else { inner.as_str() };
+            let inner = if inner.trim().is_empty() {
+                "{}"
+            } else {
+                inner.as_str()
+            };
             let parsed: serde_json::Value = serde_json::from_str(inner).map_err(invalid)?;
             envelope.insert("detail".to_owned(), parsed);
         }
-        serde_json::from_value(serde_json::Value::Object(envelope)).map(Box::new).map_err(invalid)
+        serde_json::from_value(serde_json::Value::Object(envelope))
+            .map(Box::new)
+            .map_err(invalid)
     }
 }
 
 fn require(ok: bool, kind: &'static str, field: &'static str) -> Result<(), EventError> {
-    if ok { Ok(()) } else { Err(EventError::InvalidField { kind, field, reason: "has an unexpected value" }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(EventError::InvalidField {
+            kind,
+            field,
+            reason: "has an unexpected value",
+        })
+    }
 }
 
 /// Echoing attacker-controlled strings into errors and logs is bounded.

@@ -72,6 +72,9 @@ impl AsffFinding {
     }
 
     pub fn severity_label(&self) -> &str {
-        self.severity.as_ref().and_then(|s| s.label.as_deref()).unwrap_or("INFORMATIONAL")
+        self.severity
+            .as_ref()
+            .and_then(|s| s.label.as_deref())
+            .unwrap_or("INFORMATIONAL")
     }
 }

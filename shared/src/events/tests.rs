@@ -58,13 +58,20 @@ fn scheduler_string_detail_is_accepted() {
     let raw = envelope("aws.scheduler", "Scheduled Event", json!("{}"));
     let ev = classify(&raw).unwrap();
     assert_eq!(ev.kind(), "scheduled");
-    let raw = envelope("aws.scheduler", "Scheduled Event", json!("{\"dryRun\": true}"));
+    let raw = envelope(
+        "aws.scheduler",
+        "Scheduled Event",
+        json!("{\"dryRun\": true}"),
+    );
     match classify(&raw).unwrap() {
         AutopilotEvent::Scheduled(s) => assert_eq!(s.detail.dry_run, Some(true)),
         other => panic!("unexpected {other:?}"),
     }
     let raw = envelope("aws.scheduler", "Scheduled Event", json!("{not json"));
-    assert_eq!(classify(&raw).unwrap_err().error_type(), "InvalidEventDetail");
+    assert_eq!(
+        classify(&raw).unwrap_err().error_type(),
+        "InvalidEventDetail"
+    );
 }
 
 #[test]
@@ -74,7 +81,10 @@ fn shell_metacharacters_in_ids_are_rejected() {
         "EC2 Instance State-change Notification",
         json!({"instance-id": "i-123; rm -rf /", "state": "stopped"}),
     );
-    assert_eq!(classify(&raw).unwrap_err().error_type(), "InvalidEventField");
+    assert_eq!(
+        classify(&raw).unwrap_err().error_type(),
+        "InvalidEventField"
+    );
 }
 
 #[test]
@@ -118,13 +128,27 @@ fn bad_inputs_give_typed_errors() {
         (b"null", "MalformedEvent"),
         (b"[1,2]", "MalformedEvent"),
         (br#"{"source":"aws.ec2","detail":{}}"#, "MalformedEvent"),
-        (br#"{"source":"aws.ec2","detail-type":"EC2 Instance State-change Notification"}"#, "MalformedEvent"),
-        (br#"{"source":"aws.foo","detail-type":"Bar","detail":{}}"#, "UnsupportedEvent"),
-        (br#"{"source":7,"detail-type":"Bar","detail":{}}"#, "MalformedEvent"),
+        (
+            br#"{"source":"aws.ec2","detail-type":"EC2 Instance State-change Notification"}"#,
+            "MalformedEvent",
+        ),
+        (
+            br#"{"source":"aws.foo","detail-type":"Bar","detail":{}}"#,
+            "UnsupportedEvent",
+        ),
+        (
+            br#"{"source":7,"detail-type":"Bar","detail":{}}"#,
+            "MalformedEvent",
+        ),
     ];
     for (raw, want) in cases {
         let got = classify(raw).unwrap_err();
-        assert_eq!(got.error_type(), want, "input {:?}: {got}", String::from_utf8_lossy(raw));
+        assert_eq!(
+            got.error_type(),
+            want,
+            "input {:?}: {got}",
+            String::from_utf8_lossy(raw)
+        );
     }
     let big = vec![b' '; MAX_EVENT_BYTES + 1];
     assert_eq!(classify(&big).unwrap_err().error_type(), "EventTooLarge");
@@ -133,7 +157,10 @@ fn bad_inputs_give_typed_errors() {
         "[".repeat(100_000),
         "]".repeat(100_000)
     );
-    assert_eq!(classify(deep.as_bytes()).unwrap_err().error_type(), "InvalidEventDetail");
+    assert_eq!(
+        classify(deep.as_bytes()).unwrap_err().error_type(),
+        "InvalidEventDetail"
+    );
 }
 
 #[test]
@@ -146,5 +173,8 @@ fn bad_account_or_region_is_rejected() {
     .unwrap();
     v["region"] = json!("us-east-1; reboot");
     let raw = serde_json::to_vec(&v).unwrap();
-    assert_eq!(classify(&raw).unwrap_err().error_type(), "InvalidEventField");
+    assert_eq!(
+        classify(&raw).unwrap_err().error_type(),
+        "InvalidEventField"
+    );
 }

@@ -47,7 +47,10 @@ impl EmulatorProcess {
             .spawn()
             .map_err(HarnessError::io("start emulator"))?;
         let stdin = child.stdin.take();
-        let stdout = child.stdout.take().ok_or(HarnessError::Emulator("no stdout".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or(HarnessError::Emulator("no stdout".into()))?;
         let mut lines = BufReader::new(stdout).lines();
         let endpoint = loop {
             match lines.next() {
@@ -58,13 +61,19 @@ impl EmulatorProcess {
                 }
                 _ => {
                     let _ = child.kill();
-                    return Err(HarnessError::Emulator("emulator exited before it was ready".into()));
+                    return Err(HarnessError::Emulator(
+                        "emulator exited before it was ready".into(),
+                    ));
                 }
             }
         };
         // Keep draining stdout so the emulator never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Ok(Self { endpoint, child, _stdin: stdin })
+        Ok(Self {
+            endpoint,
+            child,
+            _stdin: stdin,
+        })
     }
 
     pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
@@ -87,10 +96,10 @@ static SHARED_PROCESS: Mutex<Option<EmulatorProcess>> = Mutex::new(None);
 pub fn shared_endpoint() -> Result<String, HarnessError> {
     SHARED
         .get_or_init(|| {
-            if let Ok(url) = std::env::var(EMULATOR_URL_ENV) {
-                if !url.is_empty() {
-                    return Ok(url);
-                }
+            if let Ok(url) = std::env::var(EMULATOR_URL_ENV)
+                && !url.is_empty()
+            {
+                return Ok(url);
             }
             match EmulatorProcess::start(0) {
                 Ok(p) => {
@@ -122,7 +131,12 @@ impl Control {
         }
     }
 
-    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, HarnessError> {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, HarnessError> {
         let uri = format!("{}/_emulator/{}", self.base, path.trim_start_matches('/'));
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let req = hyper::Request::builder()
@@ -143,7 +157,10 @@ impl Control {
             .map_err(|e| HarnessError::Emulator(e.to_string()))?
             .to_bytes();
         if !status.is_success() {
-            return Err(HarnessError::Emulator(format!("{uri}: {status}: {}", String::from_utf8_lossy(&bytes))));
+            return Err(HarnessError::Emulator(format!(
+                "{uri}: {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )));
         }
         if bytes.is_empty() {
             return Ok(Value::Null);
@@ -157,7 +174,8 @@ impl Control {
 
     /// Replaces the fault rules (see `tests/emulator/README.md`).
     pub async fn set_faults(&self, rules: Value) -> Result<Value, HarnessError> {
-        self.call("POST", "faults", Some(json!({ "rules": rules }))).await
+        self.call("POST", "faults", Some(json!({ "rules": rules })))
+            .await
     }
 
     pub async fn clear_faults(&self) -> Result<Value, HarnessError> {
@@ -166,7 +184,8 @@ impl Control {
 
     /// Per-operation counters for one tenant (access key id).
     pub async fn counters(&self, tenant: &str) -> Result<Value, HarnessError> {
-        self.call("GET", &format!("counters?tenant={tenant}"), None).await
+        self.call("GET", &format!("counters?tenant={tenant}"), None)
+            .await
     }
 
     /// Number of calls of `op` (e.g. `ssm:CreateOpsItem`) that reached the emulator, faulted or not.
@@ -186,11 +205,13 @@ impl Control {
     }
 
     pub async fn state(&self, what: &str, tenant: &str) -> Result<Value, HarnessError> {
-        self.call("GET", &format!("state/{what}?tenant={tenant}"), None).await
+        self.call("GET", &format!("state/{what}?tenant={tenant}"), None)
+            .await
     }
 
     pub async fn reset_tenant(&self, tenant: &str) -> Result<Value, HarnessError> {
-        self.call("POST", "reset", Some(json!({ "tenant": tenant }))).await
+        self.call("POST", "reset", Some(json!({ "tenant": tenant })))
+            .await
     }
 }
 
@@ -198,5 +219,8 @@ impl Control {
 /// (`{"counters": {op: {...}}}` or `{op: {...}}`).
 pub fn counter_field(c: &Value, op: &str, field: &str) -> u64 {
     let root = c.get("counters").unwrap_or(c);
-    root.get(op).and_then(|o| o.get(field)).and_then(Value::as_u64).unwrap_or(0)
+    root.get(op)
+        .and_then(|o| o.get(field))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
 }

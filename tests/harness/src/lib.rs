@@ -54,12 +54,15 @@ pub const SECRET_KEY: &str = "emulator-secret-key";
 /// SDK configuration for the emulator: dummy static credentials, fixed region, loopback
 /// endpoint, and `max_attempts` (1 where a test must see the first error).
 pub async fn sdk_config(endpoint: &str, access_key: &str, max_attempts: u32) -> SdkConfig {
-    let creds = aws_sdk_dynamodb::config::Credentials::new(access_key, SECRET_KEY, None, None, "emulator");
+    let creds =
+        aws_sdk_dynamodb::config::Credentials::new(access_key, SECRET_KEY, None, None, "emulator");
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(template::REGION))
         .endpoint_url(endpoint)
         .credentials_provider(creds)
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(max_attempts.max(1)))
+        .retry_config(
+            aws_config::retry::RetryConfig::standard().with_max_attempts(max_attempts.max(1)),
+        )
         .load()
         .await
 }
@@ -92,8 +95,16 @@ impl TestEnv {
                 template.provision(&cfg).await.map(|_| ())
             })
             .await?;
-        let tenant = format!("AKIA{}", &uuid::Uuid::new_v4().simple().to_string()[..16].to_ascii_uppercase());
-        Ok(Self { control: Control::new(&endpoint), endpoint, tenant, template })
+        let tenant = format!(
+            "AKIA{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16].to_ascii_uppercase()
+        );
+        Ok(Self {
+            control: Control::new(&endpoint),
+            endpoint,
+            tenant,
+            template,
+        })
     }
 
     pub async fn sdk(&self) -> SdkConfig {
@@ -138,7 +149,8 @@ pub fn function_spec(
     env.insert("AWS_ENDPOINT_URL".into(), endpoint.into());
     env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
     env.insert("AWS_LAMBDA_LOG_FORMAT".into(), "JSON".into());
-    env.entry("AWS_LAMBDA_LOG_LEVEL".into()).or_insert_with(|| "INFO".into());
+    env.entry("AWS_LAMBDA_LOG_LEVEL".into())
+        .or_insert_with(|| "INFO".into());
     let function_name = template.physical_name(&logical)?;
     Ok(FunctionSpec {
         function_name,

@@ -92,15 +92,22 @@ pub struct Sandbox {
 impl Sandbox {
     /// Starts the Runtime API and spawns the binary with a clean environment.
     pub async fn spawn(spec: FunctionSpec) -> Result<Self, HarnessError> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(HarnessError::io("bind runtime api"))?;
-        let addr = listener.local_addr().map_err(HarnessError::io("runtime api address"))?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(HarnessError::io("bind runtime api"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(HarnessError::io("runtime api address"))?;
         let (jobs_tx, jobs_rx) = mpsc::channel(64);
         let state = Arc::new(ApiState {
             jobs: tokio::sync::Mutex::new(jobs_rx),
             inflight: Mutex::new(HashMap::new()),
             first_poll: Mutex::new(None),
             init_error: Mutex::new(None),
-            function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{}", spec.function_name),
+            function_arn: format!(
+                "arn:aws:lambda:us-east-1:123456789012:function:{}",
+                spec.function_name
+            ),
         });
         tokio::spawn(serve(listener, state.clone()));
 
@@ -111,14 +118,19 @@ impl Sandbox {
             .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", &spec.function_name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string())
+            .env(
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                spec.memory_mb.to_string(),
+            )
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let spawned = Instant::now();
-        let mut child = cmd.spawn().map_err(HarnessError::io("spawn function binary"))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(HarnessError::io("spawn function binary"))?;
         let pid = child.id();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let echo = std::env::var_os("AUTOPILOT_HARNESS_ECHO").is_some();
@@ -184,11 +196,20 @@ impl Sandbox {
     }
 
     /// Sends one event and waits for the function's response or error.
-    pub async fn invoke(&self, payload: &[u8], opts: InvokeOptions) -> Result<Invocation, HarnessError> {
+    pub async fn invoke(
+        &self,
+        payload: &[u8],
+        opts: InvokeOptions,
+    ) -> Result<Invocation, HarnessError> {
         let _one_at_a_time = self.busy.lock().await;
-        let request_id = opts.request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let request_id = opts
+            .request_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let deadline_in = opts.deadline_in.unwrap_or(self.spec.timeout);
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let (done_tx, done_rx) = oneshot::channel();
         let job = Job {
             request_id: request_id.clone(),
@@ -197,7 +218,10 @@ impl Sandbox {
             done: done_tx,
         };
         let started = Instant::now();
-        self.jobs.send(job).await.map_err(|_| HarnessError::SandboxExited(String::new()))?;
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| HarnessError::SandboxExited(String::new()))?;
         let mut exited = self.exited.clone();
         // A little grace past the deadline, as Lambda allows for the response to arrive.
         let limit = deadline_in + Duration::from_secs(2);
@@ -214,7 +238,11 @@ impl Sandbox {
         if let Some(e) = lock(&self.state.init_error).clone() {
             return Err(HarnessError::InitFailed(e));
         }
-        Ok(Invocation { request_id, outcome, duration: started.elapsed() })
+        Ok(Invocation {
+            request_id,
+            outcome,
+            duration: started.elapsed(),
+        })
     }
 
     /// SIGKILLs the process (a crash, or Lambda ending a timed-out sandbox).
@@ -255,7 +283,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(r: R, logs: Arc<Mutex<Vec<String>>>, echo: bool) {
+async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(
+    r: R,
+    logs: Arc<Mutex<Vec<String>>>,
+    echo: bool,
+) {
     let mut lines = BufReader::new(r).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if echo {
@@ -267,11 +299,15 @@ async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(r: R, logs: Arc<Mutex<Ve
 
 async fn serve(listener: TcpListener, state: Arc<ApiState>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { return };
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
         let state = state.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| route(state.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
@@ -282,7 +318,10 @@ fn reply(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     r
 }
 
-async fn route(state: Arc<ApiState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn route(
+    state: Arc<ApiState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     const PREFIX: &str = "/2018-06-01/runtime/";
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
@@ -292,9 +331,16 @@ async fn route(state: Arc<ApiState>, req: Request<Incoming>) -> Result<Response<
     if method == Method::GET && rest == "invocation/next" {
         lock(&state.first_poll).get_or_insert_with(Instant::now);
         let job = state.jobs.lock().await.recv().await;
-        let Some(job) = job else { return Ok(reply(StatusCode::GONE, "{}")) };
+        let Some(job) = job else {
+            return Ok(reply(StatusCode::GONE, "{}"));
+        };
         lock(&state.inflight).insert(job.request_id.clone(), job.done);
-        let trace = format!("Root=1-{:08x}-{};Parent={};Sampled=1", job.deadline_ms / 1000, &uuid::Uuid::new_v4().simple().to_string()[..24], &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let trace = format!(
+            "Root=1-{:08x}-{};Parent={};Sampled=1",
+            job.deadline_ms / 1000,
+            &uuid::Uuid::new_v4().simple().to_string()[..24],
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
         let mut r = Response::new(Full::new(job.payload));
         let h = r.headers_mut();
         let put = |h: &mut hyper::HeaderMap, k: &'static str, v: &str| {
@@ -303,8 +349,16 @@ async fn route(state: Arc<ApiState>, req: Request<Incoming>) -> Result<Response<
             }
         };
         put(h, "lambda-runtime-aws-request-id", &job.request_id);
-        put(h, "lambda-runtime-deadline-ms", &job.deadline_ms.to_string());
-        put(h, "lambda-runtime-invoked-function-arn", &state.function_arn);
+        put(
+            h,
+            "lambda-runtime-deadline-ms",
+            &job.deadline_ms.to_string(),
+        );
+        put(
+            h,
+            "lambda-runtime-invoked-function-arn",
+            &state.function_arn,
+        );
         put(h, "lambda-runtime-trace-id", &trace);
         put(h, "content-type", "application/json");
         return Ok(r);
@@ -321,25 +375,28 @@ async fn route(state: Arc<ApiState>, req: Request<Incoming>) -> Result<Response<
         *lock(&state.init_error) = Some(err);
         return Ok(reply(StatusCode::ACCEPTED, "{}"));
     }
-    if method == Method::POST {
-        if let Some(rest) = rest.strip_prefix("invocation/") {
-            if let Some((id, kind)) = rest.split_once('/') {
-                let outcome = match kind {
-                    "response" => Ok(serde_json::from_slice(&body)
-                        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()))),
-                    "error" => Err(serde_json::from_slice(&body).unwrap_or(FunctionError {
-                        error_type: "Unknown".into(),
-                        error_message: String::from_utf8_lossy(&body).into_owned(),
-                    })),
-                    _ => return Ok(reply(StatusCode::NOT_FOUND, "{}")),
-                };
-                let Some(done) = lock(&state.inflight).remove(id) else {
-                    return Ok(reply(StatusCode::BAD_REQUEST, r#"{"errorType":"InvalidRequestID"}"#));
-                };
-                let _ = done.send(outcome);
-                return Ok(reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#));
-            }
-        }
+    if method == Method::POST
+        && let Some(rest) = rest.strip_prefix("invocation/")
+        && let Some((id, kind)) = rest.split_once('/')
+    {
+        let outcome = match kind {
+            "response" => Ok(serde_json::from_slice(&body).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
+            })),
+            "error" => Err(serde_json::from_slice(&body).unwrap_or(FunctionError {
+                error_type: "Unknown".into(),
+                error_message: String::from_utf8_lossy(&body).into_owned(),
+            })),
+            _ => return Ok(reply(StatusCode::NOT_FOUND, "{}")),
+        };
+        let Some(done) = lock(&state.inflight).remove(id) else {
+            return Ok(reply(
+                StatusCode::BAD_REQUEST,
+                r#"{"errorType":"InvalidRequestID"}"#,
+            ));
+        };
+        let _ = done.send(outcome);
+        return Ok(reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#));
     }
     Ok(reply(StatusCode::NOT_FOUND, "{}"))
 }

@@ -41,7 +41,11 @@ impl Template {
                 }
             }
         }
-        Ok(Self { root, stack: STACK.to_owned(), params })
+        Ok(Self {
+            root,
+            stack: STACK.to_owned(),
+            params,
+        })
     }
 
     /// Overrides a template parameter (as `sam deploy --parameter-overrides` would).
@@ -89,11 +93,17 @@ impl Template {
             return self.resolve_str(v);
         }
         let generated = format!("{}-{}", self.stack, logical);
-        Ok(if ty == "AWS::S3::Bucket" { generated.to_ascii_lowercase() } else { generated })
+        Ok(if ty == "AWS::S3::Bucket" {
+            generated.to_ascii_lowercase()
+        } else {
+            generated
+        })
     }
 
     fn attribute(&self, logical: &str, attr: &str) -> Result<String, HarnessError> {
-        let ty = self.resource_type(logical).ok_or_else(|| err(format!("unknown resource {logical}")))?;
+        let ty = self
+            .resource_type(logical)
+            .ok_or_else(|| err(format!("unknown resource {logical}")))?;
         let name = self.physical_name(logical)?;
         let (a, r) = (ACCOUNT, REGION);
         Ok(match (ty, attr) {
@@ -124,7 +134,12 @@ impl Template {
             "AWS::StackName" => return Ok(self.stack.clone()),
             "AWS::Partition" => return Ok("aws".to_owned()),
             "AWS::URLSuffix" => return Ok("amazonaws.com".to_owned()),
-            "AWS::StackId" => return Ok(format!("arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{}/local", self.stack)),
+            "AWS::StackId" => {
+                return Ok(format!(
+                    "arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{}/local",
+                    self.stack
+                ));
+            }
             _ => {}
         }
         if let Some(p) = self.params.get(name) {
@@ -157,9 +172,17 @@ impl Template {
                 let b = s.get(1).map(|x| self.resolve_str(x)).transpose()?;
                 Ok(a == b)
             }
-            "Not" => Ok(!self.eval_bool(items.and_then(|s| s.first()).ok_or_else(|| err("!Not"))?)?),
-            "And" => items.into_iter().flatten().try_fold(true, |acc, x| Ok(acc && self.eval_bool(x)?)),
-            "Or" => items.into_iter().flatten().try_fold(false, |acc, x| Ok(acc || self.eval_bool(x)?)),
+            "Not" => {
+                Ok(!self.eval_bool(items.and_then(|s| s.first()).ok_or_else(|| err("!Not"))?)?)
+            }
+            "And" => items
+                .into_iter()
+                .flatten()
+                .try_fold(true, |acc, x| Ok(acc && self.eval_bool(x)?)),
+            "Or" => items
+                .into_iter()
+                .flatten()
+                .try_fold(false, |acc, x| Ok(acc || self.eval_bool(x)?)),
             "Condition" => self.condition(inner.as_str().unwrap_or_default()),
             other => Err(err(format!("unsupported condition function {other}"))),
         }
@@ -170,7 +193,9 @@ impl Template {
     pub fn resolve_str(&self, v: &Value) -> Result<String, HarnessError> {
         match self.resolve(v)? {
             Value::Sequence(s) => Ok(s.iter().filter_map(scalar).collect::<Vec<_>>().join(",")),
-            other => scalar(&other).ok_or_else(|| err(format!("cannot make a string of {other:?}"))),
+            other => {
+                scalar(&other).ok_or_else(|| err(format!("cannot make a string of {other:?}")))
+            }
         }
     }
 
@@ -181,8 +206,13 @@ impl Template {
                 "Ref" => Value::String(self.reference(inner.as_str().unwrap_or_default())?),
                 "GetAtt" => {
                     let (res, attr) = match inner {
-                        Value::String(s) => s.split_once('.').map(|(a, b)| (a.to_owned(), b.to_owned())),
-                        Value::Sequence(s) => match (s.first().and_then(Value::as_str), s.get(1).and_then(Value::as_str)) {
+                        Value::String(s) => {
+                            s.split_once('.').map(|(a, b)| (a.to_owned(), b.to_owned()))
+                        }
+                        Value::Sequence(s) => match (
+                            s.first().and_then(Value::as_str),
+                            s.get(1).and_then(Value::as_str),
+                        ) {
                             (Some(a), Some(b)) => Some((a.to_owned(), b.to_owned())),
                             _ => None,
                         },
@@ -193,41 +223,67 @@ impl Template {
                 }
                 "Sub" => Value::String(self.sub(inner)?),
                 "Join" => {
-                    let s = inner.as_sequence().ok_or_else(|| err("!Join needs a list"))?;
-                    let delim = s.first().and_then(Value::as_str).unwrap_or_default().to_owned();
+                    let s = inner
+                        .as_sequence()
+                        .ok_or_else(|| err("!Join needs a list"))?;
+                    let delim = s
+                        .first()
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
                     let parts = match s.get(1).map(|x| self.resolve(x)).transpose()? {
                         Some(Value::Sequence(p)) => p,
                         _ => Vec::new(),
                     };
-                    let parts: Result<Vec<String>, _> = parts.iter().map(|p| self.resolve_str(p)).collect();
+                    let parts: Result<Vec<String>, _> =
+                        parts.iter().map(|p| self.resolve_str(p)).collect();
                     Value::String(parts?.join(&delim))
                 }
                 "If" => {
                     let s = inner.as_sequence().ok_or_else(|| err("!If needs a list"))?;
                     let cond = s.first().and_then(Value::as_str).unwrap_or_default();
-                    let pick = if self.condition(cond)? { s.get(1) } else { s.get(2) };
+                    let pick = if self.condition(cond)? {
+                        s.get(1)
+                    } else {
+                        s.get(2)
+                    };
                     self.resolve(pick.unwrap_or(&Value::Null))?
                 }
                 "Select" => {
-                    let s = inner.as_sequence().ok_or_else(|| err("!Select needs a list"))?;
-                    let i: usize = self.resolve_str(s.first().unwrap_or(&Value::Null))?.parse().unwrap_or(0);
+                    let s = inner
+                        .as_sequence()
+                        .ok_or_else(|| err("!Select needs a list"))?;
+                    let i: usize = self
+                        .resolve_str(s.first().unwrap_or(&Value::Null))?
+                        .parse()
+                        .unwrap_or(0);
                     match s.get(1).map(|x| self.resolve(x)).transpose()? {
                         Some(Value::Sequence(list)) => list.get(i).cloned().unwrap_or(Value::Null),
                         _ => Value::Null,
                     }
                 }
                 "Split" => {
-                    let s = inner.as_sequence().ok_or_else(|| err("!Split needs a list"))?;
+                    let s = inner
+                        .as_sequence()
+                        .ok_or_else(|| err("!Split needs a list"))?;
                     let delim = s.first().and_then(Value::as_str).unwrap_or(",").to_owned();
                     let text = self.resolve_str(s.get(1).unwrap_or(&Value::Null))?;
-                    Value::Sequence(text.split(delim.as_str()).map(|p| Value::String(p.to_owned())).collect())
+                    Value::Sequence(
+                        text.split(delim.as_str())
+                            .map(|p| Value::String(p.to_owned()))
+                            .collect(),
+                    )
                 }
                 "Equals" | "Not" | "And" | "Or" | "Condition" => Value::Bool(self.eval_bool(v)?),
                 other => return Err(err(format!("unsupported intrinsic {other}"))),
             });
         }
         Ok(match v {
-            Value::Sequence(s) => Value::Sequence(s.iter().map(|x| self.resolve(x)).collect::<Result<_, _>>()?),
+            Value::Sequence(s) => Value::Sequence(
+                s.iter()
+                    .map(|x| self.resolve(x))
+                    .collect::<Result<_, _>>()?,
+            ),
             Value::Mapping(m) => {
                 let mut out = Mapping::new();
                 for (k, x) in m {
@@ -243,7 +299,10 @@ impl Template {
         let (text, vars) = match inner {
             Value::String(s) => (s.clone(), None),
             Value::Sequence(s) => (
-                s.first().and_then(Value::as_str).unwrap_or_default().to_owned(),
+                s.first()
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
                 s.get(1).and_then(Value::as_mapping),
             ),
             _ => return Err(err("bad !Sub")),
@@ -261,7 +320,9 @@ impl Template {
                 out.push('}');
             } else if let Some(v) = vars.and_then(|m| m.get(name)) {
                 out.push_str(&self.resolve_str(v)?);
-            } else if let Some((res, attr)) = name.split_once('.').filter(|_| !name.starts_with("AWS::")) {
+            } else if let Some((res, attr)) =
+                name.split_once('.').filter(|_| !name.starts_with("AWS::"))
+            {
                 out.push_str(&self.attribute(res, attr)?);
             } else {
                 out.push_str(&self.reference(name)?);
@@ -275,7 +336,9 @@ impl Template {
     /// Logical ids of the functions.
     pub fn functions(&self) -> Vec<String> {
         self.resources()
-            .filter(|(_, v)| v.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function"))
+            .filter(|(_, v)| {
+                v.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function")
+            })
             .map(|(k, _)| k.to_owned())
             .collect()
     }
@@ -298,7 +361,11 @@ impl Template {
         let globals = self.root.get("Globals").and_then(|g| g.get("Function"));
         let own = self.props(logical);
         for src in [globals, own].into_iter().flatten() {
-            if let Some(vars) = src.get("Environment").and_then(|e| e.get("Variables")).and_then(Value::as_mapping) {
+            if let Some(vars) = src
+                .get("Environment")
+                .and_then(|e| e.get("Variables"))
+                .and_then(Value::as_mapping)
+            {
                 for (k, v) in vars {
                     if let Some(k) = k.as_str() {
                         env.insert(k.to_owned(), self.resolve_str(v)?);
@@ -319,7 +386,10 @@ impl Template {
                 .and_then(|v| self.resolve_str(v).ok())
                 .and_then(|s| s.parse::<u64>().ok())
         };
-        (get("MemorySize").unwrap_or(128) as u32, get("Timeout").unwrap_or(3))
+        (
+            get("MemorySize").unwrap_or(128) as u32,
+            get("Timeout").unwrap_or(3),
+        )
     }
 
     /// Creates the template's tables, buckets, buses, queues, topics and parameters in the
@@ -327,7 +397,11 @@ impl Template {
     pub async fn provision(&self, cfg: &SdkConfig) -> Result<Vec<String>, HarnessError> {
         let mut made = Vec::new();
         let ddb = aws_sdk_dynamodb::Client::new(cfg);
-        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(cfg).force_path_style(true).build());
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(cfg)
+                .force_path_style(true)
+                .build(),
+        );
         let events = aws_sdk_eventbridge::Client::new(cfg);
         let sns = aws_sdk_sns::Client::new(cfg);
         let ssm = aws_sdk_ssm::Client::new(cfg);
@@ -344,12 +418,19 @@ impl Template {
                     Err(e) if already_exists(&e) => Ok(()),
                     Err(e) => Err(format!("{e:?}")),
                 },
-                "AWS::Events::EventBus" => match events.create_event_bus().name(&name).send().await {
+                "AWS::Events::EventBus" => match events.create_event_bus().name(&name).send().await
+                {
                     Ok(_) => Ok(()),
                     Err(e) if already_exists(&e) => Ok(()),
                     Err(e) => Err(format!("{e:?}")),
                 },
-                "AWS::SNS::Topic" => sns.create_topic().name(&name).send().await.map(|_| ()).map_err(|e| format!("{e:?}")),
+                "AWS::SNS::Topic" => sns
+                    .create_topic()
+                    .name(&name)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:?}")),
                 "AWS::SSM::Parameter" => {
                     let value = self
                         .props(&logical)
@@ -384,25 +465,65 @@ fn already_exists<E: std::fmt::Debug>(e: &E) -> bool {
     s.contains("AlreadyExists") || s.contains("AlreadyOwnedByYou") || s.contains("ResourceInUse")
 }
 
-async fn create_table(ddb: &aws_sdk_dynamodb::Client, t: &Template, logical: &str, name: &str) -> Result<(), String> {
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+async fn create_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    t: &Template,
+    logical: &str,
+    name: &str,
+) -> Result<(), String> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
     let props = t.props(logical).cloned().unwrap_or(Value::Null);
-    let mut req = ddb.create_table().table_name(name).billing_mode(BillingMode::PayPerRequest);
-    for a in props.get("AttributeDefinitions").and_then(Value::as_sequence).into_iter().flatten() {
-        let n = a.get("AttributeName").and_then(Value::as_str).unwrap_or_default();
+    let mut req = ddb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest);
+    for a in props
+        .get("AttributeDefinitions")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        let n = a
+            .get("AttributeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let ty = match a.get("AttributeType").and_then(Value::as_str) {
             Some("N") => ScalarAttributeType::N,
             Some("B") => ScalarAttributeType::B,
             _ => ScalarAttributeType::S,
         };
         req = req.attribute_definitions(
-            AttributeDefinition::builder().attribute_name(n).attribute_type(ty).build().map_err(|e| e.to_string())?,
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(ty)
+                .build()
+                .map_err(|e| e.to_string())?,
         );
     }
-    for k in props.get("KeySchema").and_then(Value::as_sequence).into_iter().flatten() {
-        let n = k.get("AttributeName").and_then(Value::as_str).unwrap_or_default();
-        let kt = if k.get("KeyType").and_then(Value::as_str) == Some("RANGE") { KeyType::Range } else { KeyType::Hash };
-        req = req.key_schema(KeySchemaElement::builder().attribute_name(n).key_type(kt).build().map_err(|e| e.to_string())?);
+    for k in props
+        .get("KeySchema")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        let n = k
+            .get("AttributeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kt = if k.get("KeyType").and_then(Value::as_str) == Some("RANGE") {
+            KeyType::Range
+        } else {
+            KeyType::Hash
+        };
+        req = req.key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(n)
+                .key_type(kt)
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
     }
     match req.send().await {
         Ok(_) => Ok(()),
@@ -419,15 +540,35 @@ fn intrinsic(v: &Value) -> Option<(&str, &Value)> {
             let name = tag.trim_start_matches('!');
             // The tag's text lives in the tagged value; map it to a static name.
             let known = [
-                "Ref", "GetAtt", "Sub", "Join", "If", "Select", "Split", "Equals", "Not", "And", "Or", "Condition",
-                "FindInMap", "ImportValue", "GetAZs", "Base64", "Cidr", "ToJsonString",
+                "Ref",
+                "GetAtt",
+                "Sub",
+                "Join",
+                "If",
+                "Select",
+                "Split",
+                "Equals",
+                "Not",
+                "And",
+                "Or",
+                "Condition",
+                "FindInMap",
+                "ImportValue",
+                "GetAZs",
+                "Base64",
+                "Cidr",
+                "ToJsonString",
             ];
             known.iter().find(|k| **k == name).map(|k| (*k, &t.value))
         }
         Value::Mapping(m) if m.len() == 1 => {
             let (k, inner) = m.iter().next()?;
             let k = k.as_str()?;
-            let name = if k == "Ref" || k == "Condition" { k } else { k.strip_prefix("Fn::")? };
+            let name = if k == "Ref" || k == "Condition" {
+                k
+            } else {
+                k.strip_prefix("Fn::")?
+            };
             Some((name, inner))
         }
         _ => None,

@@ -1,0 +1,90 @@
+//! `cargo xtask ci`: the project's test command (README), run by `.ci/run` on a clean clone.
+//! fmt, clippy, cfn-lint, then every test against one shared emulator.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use autopilot_harness::{EmulatorProcess, repo_root};
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(repo_root());
+    c
+}
+
+/// A venv of pinned Python tools (cfn-lint), created once under target/.
+pub fn tools_venv() -> Result<PathBuf, String> {
+    let root = repo_root();
+    let venv = root.join("target/tools-venv");
+    let reqs = root.join(".ci/requirements-tools.txt");
+    let stamp = venv.join(".requirements");
+    let wanted = std::fs::read_to_string(&reqs).map_err(|e| format!("{}: {e}", reqs.display()))?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        eprintln!("installing pinned tools into {} ...", venv.display());
+        crate::run(
+            Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv),
+        )?;
+        crate::run(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(&reqs),
+        )?;
+        std::fs::write(&stamp, wanted).map_err(|e| e.to_string())?;
+    }
+    Ok(venv)
+}
+
+pub fn run() -> Result<(), String> {
+    let started = Instant::now();
+    let step = |name: &str| eprintln!("\n==> {name} ({:.0} s)", started.elapsed().as_secs_f64());
+
+    step("cargo fmt --check");
+    crate::run(cargo().args(["fmt", "--all", "--check"]))?;
+
+    step("cfn-lint template.yaml");
+    let venv = tools_venv()?;
+    crate::run(
+        Command::new(venv.join("bin/cfn-lint"))
+            .current_dir(repo_root())
+            .arg("template.yaml"),
+    )?;
+
+    step("cargo clippy -D warnings");
+    crate::run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+
+    step("start the emulator shared by all tests");
+    let emu = EmulatorProcess::start(0).map_err(|e| e.to_string())?;
+
+    step("cargo test --workspace");
+    let mut test = cargo();
+    test.args(["test", "--workspace"])
+        .env(autopilot_harness::emulator::EMULATOR_URL_ENV, &emu.endpoint);
+    crate::local_aws_env(&mut test);
+    crate::run(&mut test)?;
+
+    step("pytest tests/emulator");
+    let python = repo_root().join("target/emulator-venv/bin/python");
+    let mut py = Command::new(python);
+    py.current_dir(repo_root())
+        .args(["-m", "pytest", "-q", "tests/emulator"]);
+    crate::local_aws_env(&mut py);
+    crate::run(&mut py)?;
+
+    drop(emu);
+    eprintln!(
+        "\nci: all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! `cargo xtask demo`: build, start the emulator, replay `events/` through the real function
+//! binaries, and print what happened — read back from the emulator, not from the functions.
+
+use autopilot_harness::{
+    Control, EmulatorProcess, InvokeOptions, Sandbox, Template, function_spec, template_path,
+};
+use serde_json::Value;
+
+use crate::local::{DEV_ACCESS_KEY, build, file_name, provision, sample_files};
+
+/// Functions in demo order, with the samples that tell a story first.
+const PLAN: &[(&str, &[&str])] = &[(
+    "opsitem-creator",
+    &[
+        "alarm-metric-alarm.json",
+        "alarm-metric-alarm-second-instance.json",
+        "alarm-metric-ok.json",
+    ],
+)];
+
+pub fn run() -> Result<(), String> {
+    let functions: Vec<&str> = PLAN.iter().map(|(f, _)| *f).collect();
+    eprintln!("building {} ...", functions.join(", "));
+    let bin_dir = build(false, &functions)?;
+    eprintln!("starting the local AWS emulator (first run installs its Python venv) ...");
+    let emu = EmulatorProcess::start(0).map_err(|e| e.to_string())?;
+    let rt = crate::runtime()?;
+    rt.block_on(async {
+        let made = provision(&emu.endpoint).await?;
+        println!(
+            "Emulator at {} with {} resources from template.yaml\n",
+            emu.endpoint,
+            made.len()
+        );
+        let template = Template::load(&template_path()).map_err(|e| e.to_string())?;
+        for (function, first) in PLAN {
+            let spec = function_spec(
+                &template,
+                function,
+                &bin_dir.join(function),
+                &emu.endpoint,
+                DEV_ACCESS_KEY,
+            )
+            .map_err(|e| e.to_string())?;
+            let sb = Sandbox::spawn(spec).await.map_err(|e| e.to_string())?;
+            let init = sb.init_duration().await.map_err(|e| e.to_string())?;
+            println!("== {function} (init {:.1} ms)", init.as_secs_f64() * 1e3);
+            println!(
+                "{:<44} {:<9} {:<16} {:>5}  title / reason",
+                "event", "decision", "OpsItem", "count"
+            );
+            let mut files = sample_files(function);
+            // Story samples first, recoveries (OK, compliant, resolved) after the problems they close.
+            files.sort_by_key(|p| {
+                let name = file_name(p);
+                let recovery = name.ends_with("-ok.json")
+                    || name.ends_with("-resolved.json")
+                    || name.ends_with("-compliant.json");
+                (
+                    first.iter().position(|f| *f == name).unwrap_or(usize::MAX),
+                    recovery,
+                    name,
+                )
+            });
+            for path in files {
+                let payload = std::fs::read(&path).map_err(|e| e.to_string())?;
+                let inv = sb
+                    .invoke(&payload, InvokeOptions::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match inv.outcome {
+                    Ok(resp) => print_results(&file_name(&path), &resp),
+                    Err(e) => println!(
+                        "{:<44} {:<9} {}: {}",
+                        file_name(&path),
+                        "error",
+                        e.error_type,
+                        e.error_message
+                    ),
+                }
+            }
+            println!();
+        }
+        summary(&Control::new(&emu.endpoint)).await
+    })
+}
+
+fn print_results(file: &str, resp: &Value) {
+    let results = resp["results"].as_array().cloned().unwrap_or_default();
+    for r in results {
+        let text = r["title"]
+            .as_str()
+            .or_else(|| r["reason"].as_str())
+            .unwrap_or_default();
+        println!(
+            "{:<44} {:<9} {:<16} {:>5}  {}",
+            file,
+            r["decision"].as_str().unwrap_or("?"),
+            r["opsItemId"].as_str().unwrap_or("-"),
+            r["occurrences"]
+                .as_i64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            text.chars().take(70).collect::<String>()
+        );
+    }
+}
+
+async fn summary(control: &Control) -> Result<(), String> {
+    let state = control
+        .state("opsitems", DEV_ACCESS_KEY)
+        .await
+        .map_err(|e| e.to_string())?;
+    let items = state["OpsItems"].as_array().cloned().unwrap_or_default();
+    let open = items.iter().filter(|i| i["Status"] == "Open").count();
+    let resolved = items.iter().filter(|i| i["Status"] == "Resolved").count();
+    let repeats: i64 = items
+        .iter()
+        .filter_map(|i| {
+            i["OperationalData"]["autopilot:occurrences"]["Value"]
+                .as_str()?
+                .parse::<i64>()
+                .ok()
+        })
+        .map(|n| n - 1)
+        .sum();
+    println!(
+        "OpsCenter now holds {} OpsItems: {open} open, {resolved} resolved; {repeats} repeat(s) counted on existing items.",
+        items.len()
+    );
+    let counters = control
+        .counters(DEV_ACCESS_KEY)
+        .await
+        .map_err(|e| e.to_string())?;
+    let root = counters.get("counters").unwrap_or(&counters);
+    let mut calls: Vec<(String, u64)> = root
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v["ok"].as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    calls.sort();
+    let line: Vec<String> = calls
+        .iter()
+        .filter(|(k, _)| k.starts_with("ssm:") || k.starts_with("sns:"))
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    println!("AWS calls made: {}", line.join(" "));
+    Ok(())
+}

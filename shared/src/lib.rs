@@ -8,4 +8,5 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod logging;
+pub mod metrics;
 pub mod params;

@@ -1,14 +1,15 @@
 //! The handler: classify → decide (pure) → execute the plan once per event (adapters).
 
-use std::time::Duration;
-
 use autopilot_shared::audit::{AuditEmitter, AuditEvent};
+use autopilot_shared::error::ErrorKind;
 use autopilot_shared::events::{AutopilotEvent, classify};
 use autopilot_shared::idempotency::{GuardError, IdempotencyKey, IdempotencyStore};
+use autopilot_shared::metrics::Metrics;
 use autopilot_shared::params::ParameterCache;
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::decide::{Action, DataType, Draft, plan, resources_json};
@@ -95,6 +96,19 @@ pub struct Outcome {
     pub reason: Option<String>,
 }
 
+impl Decision {
+    /// Metric name of the decision (same names in every function).
+    pub fn metric_name(self) -> &'static str {
+        match self {
+            Decision::Created => "Created",
+            Decision::Updated => "Updated",
+            Decision::Resolved => "Resolved",
+            Decision::Ignored => "Ignored",
+            Decision::Failed => "Failed",
+        }
+    }
+}
+
 impl Outcome {
     fn new(decision: Decision) -> Self {
         Self {
@@ -122,26 +136,74 @@ pub async fn handle(
     deps: &Deps,
     event: LambdaEvent<Box<RawValue>>,
 ) -> Result<Response, OpsItemError> {
+    let mut metrics = Metrics::start("opsitem-creator");
+    metrics.property("requestId", event.context.request_id.clone());
+    let result = handle_event(deps, event, &mut metrics).await;
+    match &result {
+        Ok(resp) if resp.replayed => metrics.count("DuplicateSuppressed"),
+        Ok(resp) => {
+            for r in &resp.results {
+                metrics.count(r.decision.metric_name());
+                if matches!(
+                    r.decision,
+                    Decision::Created | Decision::Updated | Decision::Resolved
+                ) {
+                    metrics.count("SideEffects");
+                }
+            }
+        }
+        Err(e) => {
+            metrics.count("Errors");
+            metrics.property("errorType", e.error_type());
+            if matches!(e, OpsItemError::Aws(a) if a.is_throttling()) {
+                metrics.count("Throttled");
+            }
+        }
+    }
+    metrics.flush();
+    result
+}
+
+async fn handle_event(
+    deps: &Deps,
+    event: LambdaEvent<Box<RawValue>>,
+    metrics: &mut Metrics,
+) -> Result<Response, OpsItemError> {
     let raw = event.payload.get().as_bytes();
     let ev = match classify(raw) {
         Ok(ev) => ev,
         Err(e) => {
             tracing::warn!(error_type = e.error_type(), error = %e, "event rejected");
+            metrics.count("Rejected");
             return Err(e.into());
         }
     };
+    metrics.event_kind(ev.kind());
     let event_id = ev.id().unwrap_or_default().to_owned();
+    metrics.property("eventId", event_id.clone());
     let span = tracing::info_span!("event", event_id = %event_id, detail_type = ev.detail_type(), kind = ev.kind());
-    let _enter = span.enter();
+    // Instrumenting (not entering) keeps the span on every line across awaits.
+    process(deps, &ev, raw, &event.context, event_id)
+        .instrument(span)
+        .await
+}
+
+async fn process(
+    deps: &Deps,
+    ev: &AutopilotEvent,
+    raw: &[u8],
+    context: &lambda_runtime::Context,
+    event_id: String,
+) -> Result<Response, OpsItemError> {
     let rules = deps.rules().await?;
     let actions = plan(
-        &ev,
+        ev,
         raw,
         &rules,
         &deps.config.ec2_states,
         deps.config.notification_topic.as_deref(),
     );
-    let trace = event.context.xray_trace_id.clone();
+    let trace = context.xray_trace_id.clone();
 
     if actions.iter().all(|a| matches!(a, Action::Ignore { .. })) {
         // Nothing to do: no idempotency record needed, only the audit trail.
@@ -162,7 +224,7 @@ pub async fn handle(
                 "event ignored"
             );
         }
-        audit(deps, &ev, &results, trace.as_deref()).await;
+        audit(deps, ev, &results, trace.as_deref()).await;
         return Ok(Response {
             event_id,
             kind: ev.kind().to_owned(),
@@ -174,12 +236,12 @@ pub async fn handle(
     let key = IdempotencyKey::new(&deps.config.function_name, &event_id, raw);
     let run = deps
         .idempotency
-        .execute(&key, event.context.deadline(), || async {
+        .execute(&key, context.deadline(), || async {
             let mut results = Vec::with_capacity(actions.len());
             for action in &actions {
-                results.push(execute(deps, &ev, action).await?);
+                results.push(execute(deps, ev, action).await?);
             }
-            audit(deps, &ev, &results, trace.as_deref()).await;
+            audit(deps, ev, &results, trace.as_deref()).await;
             Ok::<_, OpsItemError>(results)
         })
         .await;
@@ -414,5 +476,4 @@ async fn audit(deps: &Deps, ev: &AutopilotEvent, results: &[Outcome], trace: Opt
     if let Err(e) = deps.audit.emit(&events, trace).await {
         tracing::warn!(error = %e, error_type = e.error_type(), "audit events not delivered");
     }
-    let _ = Duration::ZERO;
 }

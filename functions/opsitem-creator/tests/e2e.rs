@@ -403,3 +403,73 @@ async fn rules_come_from_parameter_store() {
         1
     );
 }
+
+/// EMF documents in the function's stdout, summed per metric name.
+fn emf_totals(lines: &[String]) -> std::collections::BTreeMap<String, f64> {
+    let mut totals = std::collections::BTreeMap::new();
+    for line in lines {
+        let Ok(doc) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let Some(directives) = doc["_aws"]["CloudWatchMetrics"].as_array() else {
+            continue;
+        };
+        for d in directives {
+            for m in d["Metrics"].as_array().unwrap() {
+                let name = m["Name"].as_str().unwrap().to_owned();
+                *totals.entry(name.clone()).or_insert(0.0) += doc[&name].as_f64().unwrap();
+            }
+        }
+    }
+    totals
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_and_logs_are_structured_and_correlated() {
+    let env = TestEnv::new().await.unwrap();
+    let sb = env
+        .sandbox("opsitem-creator", Path::new(BIN))
+        .await
+        .unwrap();
+    let alarm = event(&env, "alarm-metric-alarm.json");
+    let first = sb
+        .invoke(
+            &serde_json::to_vec(&alarm).unwrap(),
+            InvokeOptions::default(),
+        )
+        .await
+        .unwrap();
+    let again = sb
+        .invoke(
+            &serde_json::to_vec(&alarm).unwrap(),
+            InvokeOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.outcome.as_ref().unwrap()["replayed"], true);
+    // Let the last lines reach the collector.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let logs = sb.logs();
+    let totals = emf_totals(&logs);
+    assert_eq!(totals.get("Created"), Some(&1.0), "{totals:?}");
+    assert_eq!(totals.get("DuplicateSuppressed"), Some(&1.0), "{totals:?}");
+    assert_eq!(totals.get("ColdStart"), Some(&1.0), "{totals:?}");
+    assert_eq!(totals.get("EventsReceived"), Some(&2.0), "{totals:?}");
+
+    let event_id = alarm["id"].as_str().unwrap();
+    let mut app_lines = 0;
+    for line in &logs {
+        let doc: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let text = doc.to_string();
+        assert!(
+            text.contains(&first.request_id) || text.contains(&again.request_id),
+            "no request id: {line}"
+        );
+        if doc.get("_aws").is_none() {
+            app_lines += 1;
+            assert!(text.contains(event_id), "no event id: {line}");
+        }
+    }
+    assert!(app_lines >= 2, "expected decision log lines, got {logs:?}");
+}

@@ -183,9 +183,8 @@ async fn handle_event(
     metrics.property("eventId", event_id.clone());
     let span = tracing::info_span!("event", event_id = %event_id, detail_type = ev.detail_type(), kind = ev.kind());
     // Instrumenting (not entering) keeps the span on every line across awaits.
-    process(deps, &ev, raw, &event.context, event_id)
-        .instrument(span)
-        .await
+    // Boxed: the nested async state machine is large; keep it off the stack and the type shallow.
+    Box::pin(process(deps, &ev, raw, &event.context, event_id).instrument(span)).await
 }
 
 async fn process(

@@ -492,3 +492,29 @@ def test_reset_tenant(emulator, tenant):
     ssm.create_ops_item(Title="a", Description="d", Source="s")
     ctl(emulator, "POST", "reset", {"tenant": tenant})
     assert ssm.describe_ops_items()["OpsItemSummaries"] == []
+
+
+# --- EventBridge TestEventPattern (EventBridge matching semantics) ------------------------------
+
+def test_event_pattern_semantics(emulator):
+    emulator_url = emulator
+    import boto3
+    c = boto3.client("events", endpoint_url=emulator_url, region_name="us-east-1")
+    ev = {"id": "1", "account": "123456789012", "source": "aws.securityhub", "time": "2026-01-01T00:00:00Z",
+          "region": "us-east-1", "detail-type": "Security Hub Findings - Imported", "resources": [],
+          "detail": {"severity": 8.5, "name": "prod-web", "findings": [{"Workflow": {"Status": "NEW"}}, {"Workflow": {"Status": "NOTIFIED"}}]}}
+
+    def m(p):
+        return c.test_event_pattern(EventPattern=json.dumps(p), Event=json.dumps(ev))["Result"]
+
+    assert m({"detail": {"findings": {"Workflow": {"Status": ["NEW"]}}}})          # into arrays of objects
+    assert not m({"detail": {"findings": {"Workflow": {"Status": ["RESOLVED"]}}}})
+    assert m({"detail": {"severity": [{"numeric": [">=", 7, "<", 9]}]}})
+    assert not m({"detail": {"severity": [{"numeric": [">=", 9]}]}})
+    assert m({"detail": {"name": [{"prefix": "prod-"}]}}) and not m({"detail": {"name": [{"prefix": "dev-"}]}})
+    assert m({"detail": {"name": [{"anything-but": ["dev-web"]}]}}) and not m({"detail": {"name": [{"anything-but": "prod-web"}]}})
+    assert m({"detail": {"missing": [{"exists": False}]}}) and not m({"detail": {"name": [{"exists": False}]}})
+    assert m({"$or": [{"source": ["aws.ec2"]}, {"detail": {"name": ["prod-web"]}}]})
+    assert not m({"source": ["aws.securityhub"], "detail-type": ["Other"]})
+    with pytest.raises(Exception):
+        m({"detail": {"severity": [{"numeric": ["~", 1]}]}})

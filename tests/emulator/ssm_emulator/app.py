@@ -8,6 +8,7 @@ import traceback
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+from .eventpattern import test_event_pattern
 from . import control
 from .awsproto import (ApiError, json_error, json_response, operation_name, parse_credential,
                        server_error_response, status_line, throttle_response)
@@ -72,6 +73,12 @@ class EmulatorApp:
             COUNTERS.record(akid, operation, "injected_errors")
             status, headers, data = server_error_response(service, protocol)
             start_response(status_line(status), headers + [("Content-Length", str(len(data)))])
+            return [data]
+
+        if target == "AWSEvents.TestEventPattern":
+            status, headers, data = test_event_pattern(body)
+            COUNTERS.record(akid, operation, "ok" if status < 400 else "errors")
+            start_response(status_line(status), headers)
             return [data]
 
         ssm_op = target[len("AmazonSSM."):] if target.startswith("AmazonSSM.") else None

@@ -1,0 +1,62 @@
+//! `template.yaml` is least-privilege, and the check catches an over-broad copy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use autopilot_harness::{Template, policy, template_path};
+
+fn text() -> String {
+    std::fs::read_to_string(template_path()).unwrap()
+}
+
+#[test]
+fn template_is_least_privilege() {
+    let v = policy::violations(&text()).unwrap();
+    assert!(v.is_empty(), "least-privilege violations:\n{}", v.join("\n"));
+}
+
+#[test]
+fn an_over_broad_policy_in_a_copy_is_caught() {
+    let original = text();
+    let broad = original.replacen(
+        "            - Sid: OpsItems\n",
+        "            - Sid: TooBroad\n              Effect: Allow\n              Action: ssm:SendCommand\n              Resource: \"*\"\n            - Sid: Wildcard\n              Effect: Allow\n              Action: ssm:*\n              Resource: \"*\"\n            - Sid: OpsItems\n",
+        1,
+    );
+    assert_ne!(broad, original, "the copy must contain the injected statements");
+    let v = policy::violations(&broad).unwrap();
+    assert!(v.iter().any(|l| l.contains("ssm:SendCommand on Resource")), "{v:?}");
+    assert!(v.iter().any(|l| l.contains("ssm:* grants a whole service")), "{v:?}");
+}
+
+#[test]
+fn every_function_is_hardened() {
+    let t = Template::load(&template_path()).unwrap();
+    let fns = t.functions();
+    assert!(!fns.is_empty());
+    let raw: serde_norway::Value = serde_norway::from_str(&text()).unwrap();
+    for f in fns {
+        let res = &raw["Resources"][f.as_str()];
+        let props = &res["Properties"];
+        assert_eq!(res["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"), "{f}");
+        assert!(res["Metadata"]["BuildProperties"]["Binary"].as_str().is_some(), "{f}");
+        let retry = props["EventInvokeConfig"]["MaximumRetryAttempts"].as_u64();
+        assert!(retry.is_some_and(|n| n <= 2), "{f}: async retries bounded");
+        assert!(props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"].is_mapping(), "{f}: OnFailure destination");
+        if let Some(events) = props["Events"].as_mapping() {
+            for (name, e) in events {
+                if e["Type"].as_str() == Some("EventBridgeRule") {
+                    assert!(e["Properties"]["RetryPolicy"].is_mapping(), "{f}/{name:?}: RetryPolicy");
+                    assert!(e["Properties"]["DeadLetterConfig"].is_mapping(), "{f}/{name:?}: DeadLetterConfig");
+                }
+            }
+        }
+        let (memory, timeout) = t.function_limits(&f);
+        assert!(memory >= 128 && timeout >= 3, "{f}");
+    }
+    // Globals: arm64, al2023, tracing and JSON logs.
+    let g = &raw["Globals"]["Function"];
+    assert_eq!(g["Runtime"].as_str(), Some("provided.al2023"));
+    assert_eq!(g["Architectures"][0].as_str(), Some("arm64"));
+    assert_eq!(g["Tracing"].as_str(), Some("Active"));
+    assert_eq!(g["LoggingConfig"]["LogFormat"].as_str(), Some("JSON"));
+}

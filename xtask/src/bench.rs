@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use autopilot_harness::{EmulatorProcess, FunctionSpec, InvokeOptions, Sandbox, Template, function_spec, repo_root, template_path};
+use autopilot_harness::{
+    EmulatorProcess, FunctionSpec, InvokeOptions, Sandbox, Template, function_spec, repo_root,
+    template_path,
+};
 use serde_json::{Value, json};
 
 use crate::local::{DEV_ACCESS_KEY, build, provision, sample_files};
@@ -30,13 +33,24 @@ async fn measure(spec: &FunctionSpec, events: &[PathBuf]) -> Result<Measured, St
     let mut rss = 0.0_f64;
     let mut warm = Vec::new();
     for run in 0..COLD_RUNS {
-        let sb = Sandbox::spawn(spec.clone()).await.map_err(|e| e.to_string())?;
-        colds.push(sb.init_duration().await.map_err(|e| e.to_string())?.as_secs_f64() * 1e3);
+        let sb = Sandbox::spawn(spec.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        colds.push(
+            sb.init_duration()
+                .await
+                .map_err(|e| e.to_string())?
+                .as_secs_f64()
+                * 1e3,
+        );
         if run == 0 {
             for e in events {
                 let payload = std::fs::read(e).map_err(|err| err.to_string())?;
                 for _ in 0..3 {
-                    let inv = sb.invoke(&payload, InvokeOptions::default()).await.map_err(|err| err.to_string())?;
+                    let inv = sb
+                        .invoke(&payload, InvokeOptions::default())
+                        .await
+                        .map_err(|err| err.to_string())?;
                     warm.push(inv.duration.as_secs_f64() * 1e3);
                 }
             }
@@ -45,7 +59,11 @@ async fn measure(spec: &FunctionSpec, events: &[PathBuf]) -> Result<Measured, St
         sb.kill();
         sb.wait_exit().await;
     }
-    Ok(Measured { cold_start_ms: median(colds), peak_rss_mb: rss, warm_ms: median(warm) })
+    Ok(Measured {
+        cold_start_ms: median(colds),
+        peak_rss_mb: rss,
+        warm_ms: median(warm),
+    })
 }
 
 fn zipped_size(python: &Path, bootstrap: &Path) -> Result<f64, String> {
@@ -55,7 +73,10 @@ fn zipped_size(python: &Path, bootstrap: &Path) -> Result<f64, String> {
         .output()
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.trim().parse::<f64>().map(|b| b / 1_000_000.0).map_err(|_| format!("zip size: {text}"))
+    text.trim()
+        .parse::<f64>()
+        .map(|b| b / 1_000_000.0)
+        .map_err(|_| format!("zip size: {text}"))
 }
 
 fn cost_per_million(warm_ms: f64) -> f64 {
@@ -65,11 +86,18 @@ fn cost_per_million(warm_ms: f64) -> f64 {
 
 pub fn run() -> Result<(), String> {
     let template = Template::load(&template_path()).map_err(|e| e.to_string())?;
-    let functions: Vec<String> = ["opsitem-creator", "incident-response", "compliance-remediator", "inventory-aggregator"]
-        .into_iter()
-        .filter(|f| template.function_for_binary(f).is_some() && repo_root().join("functions").join(f).is_dir())
-        .map(str::to_owned)
-        .collect();
+    let functions: Vec<String> = [
+        "opsitem-creator",
+        "incident-response",
+        "compliance-remediator",
+        "inventory-aggregator",
+    ]
+    .into_iter()
+    .filter(|f| {
+        template.function_for_binary(f).is_some() && repo_root().join("functions").join(f).is_dir()
+    })
+    .map(str::to_owned)
+    .collect();
     let names: Vec<&str> = functions.iter().map(String::as_str).collect();
     eprintln!("building release binaries of {} ...", names.join(", "));
     let bin_dir = build(true, &names)?;
@@ -77,8 +105,15 @@ pub fn run() -> Result<(), String> {
     let python = repo_root().join("target/emulator-venv/bin/python");
     let launcher = repo_root().join("target/bench/python-baseline");
     std::fs::create_dir_all(repo_root().join("target/bench")).map_err(|e| e.to_string())?;
-    std::fs::write(&launcher, format!("#!/bin/sh\nexec {} {}\n", python.display(), repo_root().join("bench/python_baseline.py").display()))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &launcher,
+        format!(
+            "#!/bin/sh\nexec {} {}\n",
+            python.display(),
+            repo_root().join("bench/python_baseline.py").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
     set_executable(&launcher)?;
     let rt = crate::runtime()?;
     let rows = rt.block_on(async {
@@ -112,8 +147,13 @@ pub fn run() -> Result<(), String> {
     print_table(&rows);
     let out = repo_root().join("bench-results");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    let doc = json!({"generated_by": "cargo xtask bench", "cold_runs": COLD_RUNS, "functions": rows});
-    std::fs::write(out.join("latest.json"), serde_json::to_string_pretty(&doc).unwrap_or_default()).map_err(|e| e.to_string())?;
+    let doc =
+        json!({"generated_by": "cargo xtask bench", "cold_runs": COLD_RUNS, "functions": rows});
+    std::fs::write(
+        out.join("latest.json"),
+        serde_json::to_string_pretty(&doc).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
     eprintln!("wrote bench-results/latest.json");
     Ok(())
 }
@@ -129,12 +169,42 @@ fn print_table(rows: &[Value]) {
         let w = &r["warm_invoke_ms"];
         let k = &r["cost_per_million_usd_128mb_arm64"];
         let p = &r["pass"];
-        let yes = |b: &Value| if b.as_bool() == Some(true) { "yes" } else { "NO" };
-        println!("| {f} | cold start (spawn → first /next) | {:.1} ms | {:.1} ms | {:.0}x faster | ≥ 20x | {} |", c["ours"].as_f64().unwrap_or(0.0), c["baseline"].as_f64().unwrap_or(0.0), c["ratio"].as_f64().unwrap_or(0.0), yes(&p["cold_start"]));
-        println!("| {f} | peak RSS over the samples | {:.1} MB | {:.1} MB | {:.2}x | ≤ 24 MB, ≤ 0.3x | {} |", m["ours"].as_f64().unwrap_or(0.0), m["baseline"].as_f64().unwrap_or(0.0), m["ratio"].as_f64().unwrap_or(0.0), yes(&p["peak_rss"]));
-        println!("| {f} | zipped bootstrap (x86_64) | {:.2} MB | – | – | ≤ 5 MB | {} |", z["ours"].as_f64().unwrap_or(0.0), yes(&p["zip"]));
-        println!("| {f} | warm invocation (median, incl. emulator I/O) | {:.2} ms | {:.2} ms | – | – | – |", w["ours"].as_f64().unwrap_or(0.0), w["baseline"].as_f64().unwrap_or(0.0));
-        println!("| {f} | cost per 1M events (128 MB arm64) | ${:.3} | ${:.3} | – | – | – |", k["ours"].as_f64().unwrap_or(0.0), k["baseline"].as_f64().unwrap_or(0.0));
+        let yes = |b: &Value| {
+            if b.as_bool() == Some(true) {
+                "yes"
+            } else {
+                "NO"
+            }
+        };
+        println!(
+            "| {f} | cold start (spawn → first /next) | {:.1} ms | {:.1} ms | {:.0}x faster | ≥ 20x | {} |",
+            c["ours"].as_f64().unwrap_or(0.0),
+            c["baseline"].as_f64().unwrap_or(0.0),
+            c["ratio"].as_f64().unwrap_or(0.0),
+            yes(&p["cold_start"])
+        );
+        println!(
+            "| {f} | peak RSS over the samples | {:.1} MB | {:.1} MB | {:.2}x | ≤ 24 MB, ≤ 0.3x | {} |",
+            m["ours"].as_f64().unwrap_or(0.0),
+            m["baseline"].as_f64().unwrap_or(0.0),
+            m["ratio"].as_f64().unwrap_or(0.0),
+            yes(&p["peak_rss"])
+        );
+        println!(
+            "| {f} | zipped bootstrap (x86_64) | {:.2} MB | – | – | ≤ 5 MB | {} |",
+            z["ours"].as_f64().unwrap_or(0.0),
+            yes(&p["zip"])
+        );
+        println!(
+            "| {f} | warm invocation (median, incl. emulator I/O) | {:.2} ms | {:.2} ms | – | – | – |",
+            w["ours"].as_f64().unwrap_or(0.0),
+            w["baseline"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "| {f} | cost per 1M events (128 MB arm64) | ${:.3} | ${:.3} | – | – | – |",
+            k["ours"].as_f64().unwrap_or(0.0),
+            k["baseline"].as_f64().unwrap_or(0.0)
+        );
     }
 }
 

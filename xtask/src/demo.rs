@@ -9,14 +9,24 @@ use serde_json::Value;
 use crate::local::{DEV_ACCESS_KEY, build, file_name, provision, sample_files};
 
 /// Functions in demo order, with the samples that tell a story first.
-const PLAN: &[(&str, &[&str])] = &[(
-    "opsitem-creator",
-    &[
-        "alarm-metric-alarm.json",
-        "alarm-metric-alarm-second-instance.json",
-        "alarm-metric-ok.json",
-    ],
-)];
+const PLAN: &[(&str, &[&str])] = &[
+    (
+        "opsitem-creator",
+        &[
+            "alarm-metric-alarm.json",
+            "alarm-metric-alarm-second-instance.json",
+            "alarm-metric-ok.json",
+        ],
+    ),
+    (
+        "incident-response",
+        &[
+            "guardduty-finding-high.json",
+            "guardduty-finding-low.json",
+            "alarm-critical.json",
+        ],
+    ),
+];
 
 pub fn run() -> Result<(), String> {
     let functions: Vec<&str> = PLAN.iter().map(|(f, _)| *f).collect();
@@ -47,7 +57,7 @@ pub fn run() -> Result<(), String> {
             println!("== {function} (init {:.1} ms)", init.as_secs_f64() * 1e3);
             println!(
                 "{:<44} {:<9} {:<16} {:>5}  title / reason",
-                "event", "decision", "OpsItem", "count"
+                "event", "decision", "record", "n"
             );
             let mut files = sample_files(function);
             // Story samples first, recoveries (OK, compliant, resolved) after the problems they close.
@@ -88,20 +98,33 @@ pub fn run() -> Result<(), String> {
 fn print_results(file: &str, resp: &Value) {
     let results = resp["results"].as_array().cloned().unwrap_or_default();
     for r in results {
-        let text = r["title"]
-            .as_str()
-            .or_else(|| r["reason"].as_str())
+        // Fields differ per function: OpsItem id or incident backend reference; repeat count or impact.
+        let text = ["title", "reason", "plan"]
+            .iter()
+            .find_map(|k| r[*k].as_str())
             .unwrap_or_default();
+        let id = ["opsItemId", "backendRef", "incidentId"]
+            .iter()
+            .find_map(|k| r[*k].as_str())
+            .unwrap_or("-");
+        let n = ["occurrences", "impact"]
+            .iter()
+            .find_map(|k| r[*k].as_i64())
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "-".into());
+        let runs = r["executions"].as_array().map(Vec::len).unwrap_or(0);
+        let extra = if runs > 0 {
+            format!(" [{runs} runbook(s) started]")
+        } else {
+            String::new()
+        };
         println!(
-            "{:<44} {:<9} {:<16} {:>5}  {}",
+            "{:<44} {:<9} {:<16} {:>5}  {}{extra}",
             file,
             r["decision"].as_str().unwrap_or("?"),
-            r["opsItemId"].as_str().unwrap_or("-"),
-            r["occurrences"]
-                .as_i64()
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "-".into()),
-            text.chars().take(70).collect::<String>()
+            id.chars().take(16).collect::<String>(),
+            n,
+            text.chars().take(60).collect::<String>()
         );
     }
 }

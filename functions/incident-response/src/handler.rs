@@ -1,12 +1,15 @@
 //! The handler: classify → read facts → decide (pure) → execute once per event (adapters).
 
 use autopilot_shared::audit::{AuditEmitter, AuditEvent};
+use autopilot_shared::error::ErrorKind;
 use autopilot_shared::events::{AutomationOutcome, AutopilotEvent, classify};
 use autopilot_shared::idempotency::{GuardError, IdempotencyKey, IdempotencyStore};
+use autopilot_shared::metrics::Metrics;
 use autopilot_shared::params::ParameterCache;
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 use crate::backend::{Backend, Trigger};
 use crate::config::{self, Config};
@@ -136,17 +139,66 @@ pub async fn handle(
     deps: &Deps,
     event: LambdaEvent<Box<RawValue>>,
 ) -> Result<Response, IncidentError> {
+    let mut metrics = Metrics::start("incident-response");
+    metrics.property("requestId", event.context.request_id.clone());
+    // The span is filled in once the event is classified; instrumenting (not entering)
+    // keeps it on every log line across awaits.
+    let span = tracing::info_span!(
+        "event",
+        event_id = tracing::field::Empty,
+        detail_type = tracing::field::Empty,
+        kind = tracing::field::Empty
+    );
+    let result = Box::pin(handle_event(deps, event, &mut metrics).instrument(span)).await;
+    match &result {
+        Ok(resp) if resp.replayed => metrics.count("DuplicateSuppressed"),
+        Ok(resp) => {
+            for r in &resp.results {
+                metrics.count(&metric_name(&r.decision));
+                metrics.add("SideEffects", r.executions.len() as f64);
+                if !r.deferred.is_empty() {
+                    metrics.count("Deferred");
+                }
+            }
+        }
+        Err(e) => {
+            metrics.count("Errors");
+            metrics.property("errorType", e.error_type());
+        }
+    }
+    metrics.flush();
+    result
+}
+
+/// `opened` → `Opened`: the decision's metric name.
+fn metric_name(decision: &str) -> String {
+    let mut c = decision.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
+async fn handle_event(
+    deps: &Deps,
+    event: LambdaEvent<Box<RawValue>>,
+    metrics: &mut Metrics,
+) -> Result<Response, IncidentError> {
     let raw = event.payload.get();
     let ev = match classify(raw.as_bytes()) {
         Ok(ev) => ev,
         Err(e) => {
             tracing::warn!(error_type = e.error_type(), error = %e, "event rejected");
+            metrics.count("Rejected");
             return Err(e.into());
         }
     };
     let event_id = ev.id().unwrap_or_default().to_owned();
-    let span = tracing::info_span!("event", event_id = %event_id, detail_type = ev.detail_type(), kind = ev.kind());
-    let _enter = span.enter();
+    let span = tracing::Span::current();
+    span.record("event_id", event_id.as_str());
+    span.record("detail_type", ev.detail_type());
+    span.record("kind", ev.kind());
+    metrics.event_kind(ev.kind());
+    metrics.property("eventId", event_id.clone());
     let trace = event.context.xray_trace_id.clone();
     let respond = |results: Vec<Outcome>, replayed: bool| Response {
         event_id: event_id.clone(),

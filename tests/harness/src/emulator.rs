@@ -168,6 +168,47 @@ impl Control {
         serde_json::from_slice(&bytes).map_err(|e| HarnessError::Emulator(format!("{uri}: {e}")))
     }
 
+    /// One awsJson-protocol call to an emulated service (e.g. `AmazonSQS.CreateQueue`), for the
+    /// few services the harness uses without an SDK crate.
+    pub async fn aws_json(&self, target: &str, body: Value) -> Result<Value, HarnessError> {
+        // The emulator routes by the credential scope's service, as moto does.
+        let service = match target.split('.').next() {
+            Some("AmazonSQS") => "sqs",
+            Some(other) => other,
+            None => "",
+        };
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=AKIAPROVISIONER0000/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let req = hyper::Request::builder()
+            .header("authorization", auth)
+            .method("POST")
+            .uri(format!("{}/", self.base))
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", target)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| HarnessError::Emulator(e.to_string()))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| HarnessError::Emulator(format!("{target}: {e}")))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| HarnessError::Emulator(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(HarnessError::Emulator(format!(
+                "{target}: {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| HarnessError::Emulator(format!("{target}: {e}")))
+    }
+
     pub async fn health(&self) -> Result<Value, HarnessError> {
         self.call("GET", "health", None).await
     }

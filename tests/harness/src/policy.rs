@@ -6,12 +6,15 @@ use serde_norway::Value;
 /// Actions that AWS does not scope to resources (or that only read) and so may use `*`.
 fn allowed_on_star(action: &str) -> bool {
     const READ_PREFIXES: [&str; 5] = ["Describe", "List", "Get", "BatchGet", "Search"];
-    let Some((service, name)) = action.split_once(':') else { return false };
+    let Some((service, name)) = action.split_once(':') else {
+        return false;
+    };
     if name.contains('*') && !READ_PREFIXES.iter().any(|p| name.starts_with(p)) {
         return false;
     }
     match service {
-        "ssm" | "ec2" | "config" | "guardduty" | "securityhub" | "health" | "tag" | "ssm-incidents" | "s3" | "cloudwatch" => {
+        "ssm" | "ec2" | "config" | "guardduty" | "securityhub" | "health" | "tag"
+        | "ssm-incidents" | "s3" | "cloudwatch" => {
             READ_PREFIXES.iter().any(|p| name.starts_with(p))
         }
         "xray" => matches!(name, "PutTraceSegments" | "PutTelemetryRecords"),
@@ -23,7 +26,10 @@ fn allowed_on_star(action: &str) -> bool {
 fn strings(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Sequence(items)) => items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect(),
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect(),
         Some(Value::Tagged(_)) | Some(Value::Mapping(_)) => vec!["<intrinsic>".into()],
         _ => Vec::new(),
     }
@@ -41,7 +47,9 @@ fn statements(doc: &Value) -> Vec<&Value> {
 pub fn violations(template: &str) -> Result<Vec<String>, serde_norway::Error> {
     let root: Value = serde_norway::from_str(template)?;
     let mut out = Vec::new();
-    let Some(resources) = root.get("Resources").and_then(Value::as_mapping) else { return Ok(out) };
+    let Some(resources) = root.get("Resources").and_then(Value::as_mapping) else {
+        return Ok(out);
+    };
     for (name, res) in resources {
         let name = name.as_str().unwrap_or("?");
         let ty = res.get("Type").and_then(Value::as_str).unwrap_or_default();
@@ -49,9 +57,17 @@ pub fn violations(template: &str) -> Result<Vec<String>, serde_norway::Error> {
         let mut docs: Vec<&Value> = Vec::new();
         match ty {
             "AWS::Serverless::Function" => {
-                for p in props.and_then(|p| p.get("Policies")).and_then(Value::as_sequence).into_iter().flatten() {
+                for p in props
+                    .and_then(|p| p.get("Policies"))
+                    .and_then(Value::as_sequence)
+                    .into_iter()
+                    .flatten()
+                {
                     match p {
-                        Value::String(managed) if managed.contains("FullAccess") || managed == "AdministratorAccess" => {
+                        Value::String(managed)
+                            if managed.contains("FullAccess")
+                                || managed == "AdministratorAccess" =>
+                        {
                             out.push(format!("{name}: managed policy {managed} is over-broad"));
                         }
                         Value::Mapping(_) if p.get("Statement").is_some() => docs.push(p),
@@ -60,7 +76,12 @@ pub fn violations(template: &str) -> Result<Vec<String>, serde_norway::Error> {
                 }
             }
             "AWS::IAM::Role" => {
-                for p in props.and_then(|p| p.get("Policies")).and_then(Value::as_sequence).into_iter().flatten() {
+                for p in props
+                    .and_then(|p| p.get("Policies"))
+                    .and_then(Value::as_sequence)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(d) = p.get("PolicyDocument") {
                         docs.push(d);
                     }
@@ -97,7 +118,9 @@ pub fn violations(template: &str) -> Result<Vec<String>, serde_norway::Error> {
                             .map(|c| format!("{c:?}"))
                             .is_some_and(|c| c.contains("iam:PassedToService"));
                         if !pinned {
-                            out.push(format!("{name}: iam:PassRole without an iam:PassedToService condition"));
+                            out.push(format!(
+                                "{name}: iam:PassRole without an iam:PassedToService condition"
+                            ));
                         }
                     }
                 }

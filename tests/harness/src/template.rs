@@ -405,8 +405,6 @@ impl Template {
         let events = aws_sdk_eventbridge::Client::new(cfg);
         let sns = aws_sdk_sns::Client::new(cfg);
         let ssm = aws_sdk_ssm::Client::new(cfg);
-        let sqs_like: Vec<String> = Vec::new();
-        let _ = sqs_like;
         let names: Vec<String> = self.resources().map(|(k, _)| k.to_owned()).collect();
         for logical in names {
             let ty = self.resource_type(&logical).unwrap_or_default().to_owned();
@@ -423,6 +421,17 @@ impl Template {
                     Ok(_) => Ok(()),
                     Err(e) if already_exists(&e) => Ok(()),
                     Err(e) => Err(format!("{e:?}")),
+                },
+                "AWS::SQS::Queue" => match cfg.endpoint_url() {
+                    Some(ep) => crate::emulator::Control::new(ep)
+                        .aws_json(
+                            "AmazonSQS.CreateQueue",
+                            serde_json::json!({ "QueueName": name }),
+                        )
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    None => Err("queues are provisioned only in the emulator".to_owned()),
                 },
                 "AWS::SNS::Topic" => sns
                     .create_topic()

@@ -29,12 +29,21 @@ fn triggers() -> BTreeMap<String, (Vec<serde_json::Value>, bool)> {
         if res["Type"].as_str() != Some("AWS::Serverless::Function") {
             continue;
         }
-        let bin = res["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap().to_owned();
+        let bin = res["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let mut patterns = Vec::new();
         let mut scheduled = false;
-        for (_, e) in res["Properties"]["Events"].as_mapping().into_iter().flatten() {
+        for (_, e) in res["Properties"]["Events"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+        {
             match e["Type"].as_str() {
-                Some("EventBridgeRule" | "CloudWatchEvent") => patterns.push(to_json(&e["Properties"]["Pattern"])),
+                Some("EventBridgeRule" | "CloudWatchEvent") => {
+                    patterns.push(to_json(&e["Properties"]["Pattern"]))
+                }
                 Some("Schedule" | "ScheduleV2") => scheduled = true,
                 _ => {}
             }
@@ -42,7 +51,8 @@ fn triggers() -> BTreeMap<String, (Vec<serde_json::Value>, bool)> {
         // A standalone EventBridge Scheduler schedule targeting this function.
         let logical = logical.as_str().unwrap();
         scheduled |= resources.values().any(|r| {
-            r["Type"].as_str() == Some("AWS::Scheduler::Schedule") && format!("{:?}", r["Properties"]["Target"]).contains(logical)
+            r["Type"].as_str() == Some("AWS::Scheduler::Schedule")
+                && format!("{:?}", r["Properties"]["Target"]).contains(logical)
         });
         out.insert(bin, (patterns, scheduled));
     }
@@ -67,7 +77,12 @@ fn samples() -> Vec<PathBuf> {
 }
 
 fn rel(p: &Path) -> String {
-    p.strip_prefix(repo_root()).unwrap_or(p).to_string_lossy().replace("/./", "/").trim_start_matches("./").to_owned()
+    p.strip_prefix(repo_root())
+        .unwrap_or(p)
+        .to_string_lossy()
+        .replace("/./", "/")
+        .trim_start_matches("./")
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,16 +90,23 @@ async fn every_sample_reaches_exactly_its_functions() {
     let env = TestEnv::new().await.unwrap();
     let events = aws_sdk_eventbridge::Client::new(&env.sdk().await);
     let triggers = triggers();
-    let extra: BTreeMap<String, Vec<String>> = std::fs::read(repo_root().join("events/routing.json"))
-        .map(|b| serde_json::from_slice(&b).unwrap())
-        .unwrap_or_default();
+    let extra: BTreeMap<String, Vec<String>> =
+        std::fs::read(repo_root().join("events/routing.json"))
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap_or_default();
     let all = samples();
     assert!(all.len() >= 30, "{}", all.len());
     let mut checked = 0;
     let mut wrong = Vec::new();
     for path in &all {
         let name = rel(path);
-        let folder = path.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+        let folder = path
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if !triggers.contains_key(&folder) {
             // Samples for a function that is not in the template yet are not routable.
             continue;
@@ -98,7 +120,13 @@ async fn every_sample_reaches_exactly_its_functions() {
         let mut got = BTreeSet::new();
         for (bin, (patterns, _)) in &triggers {
             for p in patterns {
-                let out = events.test_event_pattern().event_pattern(p.to_string()).event(&raw).send().await.unwrap();
+                let out = events
+                    .test_event_pattern()
+                    .event_pattern(p.to_string())
+                    .event(&raw)
+                    .send()
+                    .await
+                    .unwrap();
                 if out.result {
                     got.insert(bin.clone());
                 }
@@ -106,14 +134,21 @@ async fn every_sample_reaches_exactly_its_functions() {
         }
         if ev["detail-type"] == "Scheduled Event" {
             if !got.is_empty() || !triggers[&folder].1 {
-                wrong.push(format!("{name}: scheduled; rule patterns matched {got:?}; {folder} has a schedule: {}", triggers[&folder].1));
+                wrong.push(format!(
+                    "{name}: scheduled; rule patterns matched {got:?}; {folder} has a schedule: {}",
+                    triggers[&folder].1
+                ));
             }
         } else if got != want {
             wrong.push(format!("{name}: reaches {got:?}, meant for {want:?}"));
         }
         checked += 1;
     }
-    assert!(wrong.is_empty(), "routing mismatches:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "routing mismatches:\n{}",
+        wrong.join("\n")
+    );
     assert!(checked >= 16, "checked {checked}");
 }
 
@@ -122,10 +157,25 @@ async fn the_matcher_is_real() {
     // Guards the proof itself: a pattern that cannot match must not match.
     let env = TestEnv::new().await.unwrap();
     let events = aws_sdk_eventbridge::Client::new(&env.sdk().await);
-    let raw = std::fs::read_to_string(repo_root().join("events/opsitem-creator/guardduty-finding-high.json")).unwrap();
+    let raw = std::fs::read_to_string(
+        repo_root().join("events/opsitem-creator/guardduty-finding-high.json"),
+    )
+    .unwrap();
     let yes = serde_json::json!({"source": ["aws.guardduty"], "detail": {"severity": [{"numeric": [">=", 7]}]}});
     let no = serde_json::json!({"source": ["aws.guardduty"], "detail": {"severity": [{"numeric": [">=", 9]}]}});
-    let hit = events.test_event_pattern().event_pattern(yes.to_string()).event(&raw).send().await.unwrap();
-    let miss = events.test_event_pattern().event_pattern(no.to_string()).event(&raw).send().await.unwrap();
+    let hit = events
+        .test_event_pattern()
+        .event_pattern(yes.to_string())
+        .event(&raw)
+        .send()
+        .await
+        .unwrap();
+    let miss = events
+        .test_event_pattern()
+        .event_pattern(no.to_string())
+        .event(&raw)
+        .send()
+        .await
+        .unwrap();
     assert!(hit.result && !miss.result);
 }

@@ -11,7 +11,11 @@ fn text() -> String {
 #[test]
 fn template_is_least_privilege() {
     let v = policy::violations(&text()).unwrap();
-    assert!(v.is_empty(), "least-privilege violations:\n{}", v.join("\n"));
+    assert!(
+        v.is_empty(),
+        "least-privilege violations:\n{}",
+        v.join("\n")
+    );
 }
 
 #[test]
@@ -22,10 +26,19 @@ fn an_over_broad_policy_in_a_copy_is_caught() {
         "            - Sid: TooBroad\n              Effect: Allow\n              Action: ssm:SendCommand\n              Resource: \"*\"\n            - Sid: Wildcard\n              Effect: Allow\n              Action: ssm:*\n              Resource: \"*\"\n            - Sid: OpsItems\n",
         1,
     );
-    assert_ne!(broad, original, "the copy must contain the injected statements");
+    assert_ne!(
+        broad, original,
+        "the copy must contain the injected statements"
+    );
     let v = policy::violations(&broad).unwrap();
-    assert!(v.iter().any(|l| l.contains("ssm:SendCommand on Resource")), "{v:?}");
-    assert!(v.iter().any(|l| l.contains("ssm:* grants a whole service")), "{v:?}");
+    assert!(
+        v.iter().any(|l| l.contains("ssm:SendCommand on Resource")),
+        "{v:?}"
+    );
+    assert!(
+        v.iter().any(|l| l.contains("ssm:* grants a whole service")),
+        "{v:?}"
+    );
 }
 
 #[test]
@@ -37,16 +50,34 @@ fn every_function_is_hardened() {
     for f in fns {
         let res = &raw["Resources"][f.as_str()];
         let props = &res["Properties"];
-        assert_eq!(res["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"), "{f}");
-        assert!(res["Metadata"]["BuildProperties"]["Binary"].as_str().is_some(), "{f}");
+        assert_eq!(
+            res["Metadata"]["BuildMethod"].as_str(),
+            Some("rust-cargolambda"),
+            "{f}"
+        );
+        assert!(
+            res["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .is_some(),
+            "{f}"
+        );
         let retry = props["EventInvokeConfig"]["MaximumRetryAttempts"].as_u64();
         assert!(retry.is_some_and(|n| n <= 2), "{f}: async retries bounded");
-        assert!(props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"].is_mapping(), "{f}: OnFailure destination");
+        assert!(
+            props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"].is_mapping(),
+            "{f}: OnFailure destination"
+        );
         if let Some(events) = props["Events"].as_mapping() {
             for (name, e) in events {
                 if e["Type"].as_str() == Some("EventBridgeRule") {
-                    assert!(e["Properties"]["RetryPolicy"].is_mapping(), "{f}/{name:?}: RetryPolicy");
-                    assert!(e["Properties"]["DeadLetterConfig"].is_mapping(), "{f}/{name:?}: DeadLetterConfig");
+                    assert!(
+                        e["Properties"]["RetryPolicy"].is_mapping(),
+                        "{f}/{name:?}: RetryPolicy"
+                    );
+                    assert!(
+                        e["Properties"]["DeadLetterConfig"].is_mapping(),
+                        "{f}/{name:?}: DeadLetterConfig"
+                    );
                 }
             }
         }
@@ -59,4 +90,49 @@ fn every_function_is_hardened() {
     assert_eq!(g["Architectures"][0].as_str(), Some("arm64"));
     assert_eq!(g["Tracing"].as_str(), Some("Active"));
     assert_eq!(g["LoggingConfig"]["LogFormat"].as_str(), Some("JSON"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provisioning_creates_every_declared_data_resource() {
+    let env = autopilot_harness::TestEnv::new().await.unwrap();
+    let t = &env.template;
+    let cfg = env.sdk().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    for table in ["IdempotencyTable", "LedgerTable"] {
+        let name = t.physical_name(table).unwrap();
+        ddb.describe_table()
+            .table_name(&name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+    let bus = t.physical_name("AuditBus").unwrap();
+    aws_sdk_eventbridge::Client::new(&cfg)
+        .describe_event_bus()
+        .name(&bus)
+        .send()
+        .await
+        .unwrap();
+    let queue = t.physical_name("DeadLetterQueue").unwrap();
+    let url = env
+        .control
+        .aws_json(
+            "AmazonSQS.GetQueueUrl",
+            serde_json::json!({ "QueueName": queue }),
+        )
+        .await
+        .unwrap();
+    assert!(url["QueueUrl"].as_str().unwrap().ends_with(&queue), "{url}");
+    let topics = aws_sdk_sns::Client::new(&cfg)
+        .list_topics()
+        .send()
+        .await
+        .unwrap();
+    let topic = t.physical_name("NotificationTopic").unwrap();
+    assert!(
+        topics
+            .topics()
+            .iter()
+            .any(|x| x.topic_arn().unwrap_or_default().ends_with(&topic))
+    );
 }

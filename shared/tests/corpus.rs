@@ -103,6 +103,16 @@ fn every_hostile_input_is_rejected_with_a_typed_error() {
         let err = classify(&raw).expect_err(&path.display().to_string());
         assert!(!err.error_type().is_empty());
         // Error text is bounded: hostile input must not be echoed at length into logs.
-        assert!(err.to_string().len() < 600, "{}: {}", path.display(), err);
+        assert!(
+            err.to_string().chars().count() < 300,
+            "{}: {}",
+            path.display(),
+            err
+        );
+        assert!(
+            !err.to_string().chars().any(char::is_control),
+            "{}: control characters in {err:?}",
+            path.display()
+        );
     }
 }

@@ -68,7 +68,7 @@ pub enum AutopilotEvent {
 pub enum EventError {
     #[error("event is {size} bytes, over the {limit}-byte limit")]
     TooLarge { size: usize, limit: usize },
-    #[error("not an EventBridge event: {0}")]
+    #[error("not an EventBridge event: {}", sanitized(.0))]
     Malformed(#[source] serde_json::Error),
     #[error("not an EventBridge event: {0}")]
     MissingField(&'static str),
@@ -77,7 +77,7 @@ pub enum EventError {
         event_source: String,
         detail_type: String,
     },
-    #[error("invalid {kind} event: {err}")]
+    #[error("invalid {kind} event: {}", sanitized(err))]
     InvalidDetail {
         kind: &'static str,
         #[source]
@@ -274,6 +274,21 @@ fn require(ok: bool, kind: &'static str, field: &'static str) -> Result<(), Even
             field,
             reason: "has an unexpected value",
         })
+    }
+}
+
+/// Parser messages quote the offending input; keep them printable and short, because they
+/// end up in logs and in the Lambda error response.
+fn sanitized(e: &serde_json::Error) -> String {
+    let text: String = e
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > 200 {
+        format!("{}…", text.chars().take(200).collect::<String>())
+    } else {
+        text
     }
 }
 

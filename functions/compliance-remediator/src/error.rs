@@ -1,0 +1,68 @@
+//! The function's errors, each with a stable `error_type` and a retry verdict.
+
+use autopilot_shared::config::ConfigError;
+use autopilot_shared::error::{AwsCallError, ErrorKind, diagnostic};
+use autopilot_shared::events::EventError;
+use autopilot_shared::idempotency::IdempotencyError;
+use autopilot_shared::params::ParamError;
+use lambda_runtime::Diagnostic;
+
+use crate::policy::PolicyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemediatorError {
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("remediation policy could not be loaded")]
+    PolicyUnavailable(#[source] ParamError),
+    #[error(transparent)]
+    PolicyInvalid(#[from] PolicyError),
+    #[error(transparent)]
+    Idempotency(#[from] IdempotencyError),
+    #[error(transparent)]
+    Aws(#[from] AwsCallError),
+    #[error("sweep report could not be written")]
+    Report(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("continuation event could not be published")]
+    Continuation(#[source] autopilot_shared::audit::AuditError),
+    #[error("no checkpoint for sweep continuation")]
+    CheckpointMissing,
+}
+
+impl ErrorKind for RemediatorError {
+    fn error_type(&self) -> &'static str {
+        match self {
+            RemediatorError::Event(e) => e.error_type(),
+            RemediatorError::Config(e) => e.error_type(),
+            RemediatorError::PolicyUnavailable(_) => "PolicyUnavailable",
+            RemediatorError::PolicyInvalid(_) => "PolicyInvalid",
+            RemediatorError::Idempotency(e) => e.error_type(),
+            RemediatorError::Aws(e) if e.is_throttling() => "AwsThrottled",
+            RemediatorError::Aws(_) => "AwsCallFailed",
+            RemediatorError::Report(_) => "ReportWriteFailed",
+            RemediatorError::Continuation(_) => "ContinuationFailed",
+            RemediatorError::CheckpointMissing => "CheckpointMissing",
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            RemediatorError::Event(_)
+            | RemediatorError::Config(_)
+            | RemediatorError::PolicyInvalid(_)
+            | RemediatorError::CheckpointMissing => false,
+            RemediatorError::PolicyUnavailable(e) => e.retryable(),
+            RemediatorError::Idempotency(e) => e.retryable(),
+            RemediatorError::Aws(e) => e.retryable,
+            RemediatorError::Report(_) | RemediatorError::Continuation(_) => true,
+        }
+    }
+}
+
+impl From<RemediatorError> for Diagnostic {
+    fn from(e: RemediatorError) -> Self {
+        diagnostic(&e)
+    }
+}

@@ -1,0 +1,751 @@
+//! The handler: classify → gather facts → plan (pure) → execute once per event (adapters) →
+//! report and audit.
+
+use std::collections::BTreeMap;
+
+use autopilot_shared::audit::{AuditEmitter, AuditEvent};
+use autopilot_shared::error::ErrorKind;
+use autopilot_shared::events::{AutopilotEvent, classify};
+use autopilot_shared::idempotency::{GuardError, IdempotencyKey, IdempotencyStore};
+use autopilot_shared::params::ParameterCache;
+use lambda_runtime::LambdaEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::error::RemediatorError;
+use crate::fleet::FleetReader;
+use crate::ledger::Ledger;
+use crate::plan::{
+    ASSOCIATION, AttemptStatus, CONFIG_PREFIX, Finding, Input, Key, PATCH, Plan, plan,
+};
+use crate::policy::{Policy, default_policy};
+use crate::remediate::{PATCH_DOCUMENT, Remediator};
+use crate::report::{self, CalendarState, Report};
+use crate::work::{Executed, Runner, Step, Work, steps};
+
+pub const CONTINUATION: &str = "Compliance Sweep Continuation";
+pub const AUDIT_SOURCE: &str = "ssm-autopilot.compliance-remediator";
+
+/// Clients and configuration, built once per cold start.
+pub struct Deps {
+    pub config: Config,
+    pub fleet: FleetReader,
+    pub remediator: Remediator,
+    pub ledger: Ledger,
+    pub idempotency: IdempotencyStore,
+    pub audit: AuditEmitter,
+    pub params: ParameterCache,
+    pub s3: aws_sdk_s3::Client,
+}
+
+impl Deps {
+    pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Self {
+        use autopilot_shared::clients;
+        Self {
+            fleet: FleetReader::new(clients::ssm(sdk)),
+            remediator: Remediator::new(clients::ssm(sdk)),
+            ledger: Ledger::new(
+                clients::dynamodb(sdk),
+                config.ledger_table.clone(),
+                config.concurrency,
+            ),
+            idempotency: IdempotencyStore::new(
+                clients::dynamodb(sdk),
+                config.idempotency_table.clone(),
+                config.idempotency_expiry,
+            ),
+            audit: AuditEmitter::new(
+                clients::eventbridge(sdk),
+                config.audit_bus.clone(),
+                AUDIT_SOURCE,
+            ),
+            params: ParameterCache::new(clients::ssm(sdk), config.policy_cache),
+            s3: clients::s3(sdk),
+            config,
+        }
+    }
+
+    async fn policy(&self) -> Result<Policy, RemediatorError> {
+        let Some(name) = &self.config.policy_parameter else {
+            return Ok(default_policy()?);
+        };
+        match self
+            .params
+            .get_document::<Policy>(name)
+            .await
+            .map_err(RemediatorError::PolicyUnavailable)?
+        {
+            Some(p) => {
+                p.validate()?;
+                Ok(p)
+            }
+            None => Ok(default_policy()?),
+        }
+    }
+}
+
+/// What one invocation did, returned to the caller and kept by the idempotency store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub sweep_id: String,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_key: Option<String>,
+    pub nodes_scanned: usize,
+    pub nodes_online: usize,
+    pub nodes_not_online: usize,
+    pub findings: usize,
+    pub planned_targets: usize,
+    pub planned_nodes: usize,
+    pub patch_batches: Vec<usize>,
+    pub association_batches: usize,
+    pub automations: usize,
+    pub executed: Vec<Executed>,
+    pub skipped: BTreeMap<String, usize>,
+    pub deferred: BTreeMap<String, usize>,
+    pub verified: usize,
+    pub checkpointed_steps: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<CalendarState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    pub event_id: String,
+    pub kind: String,
+    /// True when this delivery was a repeat answered from the idempotency store.
+    pub replayed: bool,
+    /// swept | remediated | recorded | ignored | continued
+    pub decision: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn count_by_reason(list: &[crate::plan::Skip]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for s in list {
+        let r = serde_json::to_value(s.reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        *m.entry(r).or_insert(0) += 1;
+    }
+    m
+}
+
+struct Ctx<'a> {
+    ev: &'a AutopilotEvent,
+    raw: &'a [u8],
+    event_id: String,
+    account: String,
+    region: String,
+    now: chrono::DateTime<chrono::Utc>,
+    lambda: &'a lambda_runtime::Context,
+}
+
+pub async fn handle(
+    deps: &Deps,
+    event: LambdaEvent<Box<RawValue>>,
+) -> Result<Response, RemediatorError> {
+    let raw = event.payload.get().as_bytes();
+    let ev = match classify(raw) {
+        Ok(ev) => ev,
+        Err(e) => {
+            tracing::warn!(error_type = e.error_type(), error = %e, "event rejected");
+            return Err(e.into());
+        }
+    };
+    let (account, region) = ev.account_region();
+    let ctx = Ctx {
+        event_id: ev.id().unwrap_or_default().to_owned(),
+        account: account.unwrap_or("unknown").to_owned(),
+        region: region.unwrap_or_default().to_owned(),
+        now: chrono::Utc::now(),
+        ev: &ev,
+        raw,
+        lambda: &event.context,
+    };
+    let span = tracing::info_span!("event", event_id = %ctx.event_id, kind = ev.kind());
+    // Instrumenting (not entering) keeps the span on every line across awaits.
+    let result = Box::pin(dispatch(deps, &ctx).instrument(span)).await;
+    if let Err(e) = &result {
+        tracing::error!(error_type = e.error_type(), error = %e, "invocation failed");
+    }
+    result
+}
+
+async fn dispatch(deps: &Deps, ctx: &Ctx<'_>) -> Result<Response, RemediatorError> {
+    let respond = |decision: &str, summary, reason: Option<String>| Response {
+        event_id: ctx.event_id.clone(),
+        kind: ctx.ev.kind().to_owned(),
+        replayed: false,
+        decision: decision.to_owned(),
+        summary,
+        reason,
+    };
+    match ctx.ev {
+        AutopilotEvent::Scheduled(e) => {
+            guarded(deps, ctx, sweep(deps, ctx, e.detail.dry_run)).await
+        }
+        AutopilotEvent::Request(e) if e.detail_type == CONTINUATION => {
+            let sweep_id = e
+                .detail
+                .extra
+                .get("sweepId")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            guarded(deps, ctx, continuation(deps, ctx, sweep_id)).await
+        }
+        AutopilotEvent::Request(e) => guarded(deps, ctx, sweep(deps, ctx, e.detail.dry_run)).await,
+        AutopilotEvent::SsmCompliance(e) => {
+            let d = &e.detail;
+            if d.is_non_compliant() {
+                let f = Finding::new(&d.resource_id, &d.compliance_type);
+                guarded(deps, ctx, single(deps, ctx, f)).await
+            } else {
+                recheck(deps, ctx, Key::new(&d.resource_id, &d.compliance_type)).await
+            }
+        }
+        AutopilotEvent::ConfigCompliance(e) => {
+            let d = &e.detail;
+            let ct = format!("{CONFIG_PREFIX}{}", d.config_rule_name);
+            match d.new_evaluation_result.compliance_type.as_str() {
+                "NON_COMPLIANT" => {
+                    let f = Finding::new(&d.resource_id, &ct);
+                    guarded(deps, ctx, single(deps, ctx, f)).await
+                }
+                "COMPLIANT" => recheck(deps, ctx, Key::new(&d.resource_id, &ct)).await,
+                other => Ok(respond(
+                    "ignored",
+                    None,
+                    Some(format!("evaluation {other} needs no remediation")),
+                )),
+            }
+        }
+        AutopilotEvent::CommandStatus(e) => {
+            let d = &e.detail;
+            if d.document_name != PATCH_DOCUMENT {
+                return Ok(respond(
+                    "ignored",
+                    None,
+                    Some("not a remediation command".into()),
+                ));
+            }
+            command_outcome(deps, ctx, &d.instance_id, &d.command_id, &d.status).await
+        }
+        _ => Ok(respond(
+            "ignored",
+            None,
+            Some(format!("{} events are not handled", ctx.ev.kind())),
+        )),
+    }
+}
+
+/// Runs `work` once per event id (a replayed event gets the stored answer, nothing re-runs).
+async fn guarded<F>(deps: &Deps, ctx: &Ctx<'_>, work: F) -> Result<Response, RemediatorError>
+where
+    F: std::future::Future<Output = Result<Response, RemediatorError>>,
+{
+    let key = IdempotencyKey::new(&deps.config.function_name, &ctx.event_id, ctx.raw);
+    match deps
+        .idempotency
+        .execute(&key, ctx.lambda.deadline(), || work)
+        .await
+    {
+        Ok(exec) => {
+            let replayed = exec.is_replay();
+            if replayed {
+                tracing::info!(
+                    decision = "duplicate",
+                    "repeat delivery answered from the idempotency store"
+                );
+            }
+            let mut r = exec.into_inner();
+            r.replayed = replayed;
+            Ok(r)
+        }
+        Err(GuardError::Idempotency(e)) => Err(e.into()),
+        Err(GuardError::Handler(e)) => Err(e),
+    }
+}
+
+struct Gathered {
+    policy: Policy,
+    fleet: crate::plan::Fleet,
+    findings: Vec<Finding>,
+    calendar: Option<CalendarState>,
+    plan: Plan,
+}
+
+async fn gather(
+    deps: &Deps,
+    ctx: &Ctx<'_>,
+    only: Option<&Finding>,
+) -> Result<Gathered, RemediatorError> {
+    let policy = deps.policy().await?;
+    let node = only
+        .filter(|f| !f.compliance_type.starts_with(CONFIG_PREFIX))
+        .map(|f| f.resource_id.as_str());
+    let (fleet, mut findings, calendar) = tokio::try_join!(
+        deps.fleet.fleet(
+            policy.exemption_tag.as_ref(),
+            only.map(|f| f.resource_id.as_str())
+        ),
+        async {
+            match (only, node) {
+                (Some(f), None) => Ok(vec![f.clone()]),
+                (_, n) => deps.fleet.findings(n).await,
+            }
+        },
+        async {
+            match policy.calendar() {
+                Some(name) => deps.fleet.calendar(name).await.map(|(open, next)| {
+                    Some(CalendarState {
+                        name: name.to_owned(),
+                        open,
+                        next_transition: next,
+                    })
+                }),
+                None => Ok(None),
+            }
+        },
+    )?;
+    if let Some(f) = only {
+        // Event-driven: only the event's (resource, type); the listing adds patch states.
+        findings.retain(|x| x.compliance_type == f.compliance_type);
+        if findings.is_empty() {
+            findings.push(f.clone());
+        }
+    }
+    let exception_keys: Vec<Key> = findings
+        .iter()
+        .map(|f| Key::new(&f.resource_id, &f.compliance_type))
+        .collect();
+    let mut attempt_keys = exception_keys.clone();
+    if only.is_none() {
+        // Earlier attempts on nodes that are compliant now are re-checked (verified) here.
+        for n in &fleet.online {
+            attempt_keys.push(Key::new(n, PATCH));
+            attempt_keys.push(Key::new(n, ASSOCIATION));
+        }
+    }
+    let ledger = deps
+        .ledger
+        .load(&ctx.account, &exception_keys, &attempt_keys)
+        .await?;
+    let plan = plan(&Input {
+        findings: &findings,
+        policy: &policy,
+        ledger: &ledger,
+        fleet: &fleet,
+        now: ctx.now.timestamp(),
+        calendar_open: calendar.as_ref().map(|c| c.open),
+        verify: only.is_none(),
+        automation_role: deps.config.automation_role.as_deref(),
+    });
+    Ok(Gathered {
+        policy,
+        fleet,
+        findings,
+        calendar,
+        plan,
+    })
+}
+
+async fn sweep(
+    deps: &Deps,
+    ctx: &Ctx<'_>,
+    dry_run_override: Option<bool>,
+) -> Result<Response, RemediatorError> {
+    let dry_run = dry_run_override.unwrap_or(deps.config.dry_run);
+    let g = gather(deps, ctx, None).await?;
+    let sweep_id = ctx.event_id.clone();
+    let (executed, left) = execute(deps, ctx, &g, &sweep_id, dry_run).await?;
+    let date = ctx
+        .ev
+        .time()
+        .unwrap_or(ctx.now)
+        .format("%Y-%m-%d")
+        .to_string();
+    let report_key = report::key(&deps.config.report_prefix, &date, &sweep_id, None);
+    let rep = Report {
+        sweep_id: &sweep_id,
+        event_id: &ctx.event_id,
+        account: &ctx.account,
+        region: &ctx.region,
+        event_time: ctx.ev.time().unwrap_or(ctx.now).to_rfc3339(),
+        dry_run,
+        calendar: g.calendar.clone(),
+        nodes_scanned: Report::scanned(&g.fleet),
+        nodes_online: g.fleet.online.len(),
+        nodes_not_online: &g.fleet.not_online,
+        nodes_exempt: g.fleet.exempt.len(),
+        findings: g.findings.len(),
+        plan: &g.plan,
+        executed: &executed,
+        checkpointed_steps: left,
+    };
+    let body = serde_json::to_vec_pretty(&rep).unwrap_or_default();
+    report::write(&deps.s3, &deps.config.report_bucket, &report_key, body).await?;
+    let summary = summarize(&g, &sweep_id, dry_run, Some(report_key), executed, left);
+    audit(deps, ctx, "Compliance Sweep Summary", &summary).await;
+    tracing::info!(
+        decision = "swept",
+        dry_run,
+        findings = summary.findings,
+        planned = summary.planned_targets,
+        executed = summary.executed.len(),
+        "sweep done"
+    );
+    Ok(Response {
+        event_id: ctx.event_id.clone(),
+        kind: ctx.ev.kind().to_owned(),
+        replayed: false,
+        decision: "swept".into(),
+        summary: Some(summary),
+        reason: None,
+    })
+}
+
+fn summarize(
+    g: &Gathered,
+    sweep_id: &str,
+    dry_run: bool,
+    report_key: Option<String>,
+    executed: Vec<Executed>,
+    left: usize,
+) -> Summary {
+    Summary {
+        sweep_id: sweep_id.to_owned(),
+        dry_run,
+        report_key,
+        nodes_scanned: Report::scanned(&g.fleet),
+        nodes_online: g.fleet.online.len(),
+        nodes_not_online: g.fleet.not_online.len(),
+        findings: g.findings.len(),
+        planned_targets: g.plan.targets.len(),
+        planned_nodes: g.plan.target_nodes().len(),
+        patch_batches: g.plan.patch_batches.iter().map(Vec::len).collect(),
+        association_batches: g.plan.association_batches.len(),
+        automations: g.plan.automations.len(),
+        executed,
+        skipped: count_by_reason(&g.plan.skipped),
+        deferred: count_by_reason(&g.plan.deferred),
+        verified: g.plan.verified.len(),
+        checkpointed_steps: left,
+        calendar: g.calendar.clone(),
+    }
+}
+
+/// Marks verified attempts, records calendar deferrals, runs the steps (unless dry-run) and
+/// checkpoints what did not fit. Returns what ran and how many steps were left over.
+async fn execute(
+    deps: &Deps,
+    ctx: &Ctx<'_>,
+    g: &Gathered,
+    sweep_id: &str,
+    dry_run: bool,
+) -> Result<(Vec<Executed>, usize), RemediatorError> {
+    if let Some(cal) = g.calendar.as_ref().filter(|c| !c.open) {
+        let record = serde_json::json!({
+            "reason": "change-calendar-closed", "calendar": cal.name,
+            "nextTransition": cal.next_transition, "deferred": g.plan.deferred.len(),
+            "at": ctx.now.to_rfc3339(), "dryRun": dry_run,
+        });
+        deps.ledger
+            .put_json(
+                &format!("deferral#{sweep_id}"),
+                "deferral",
+                &record.to_string(),
+            )
+            .await?;
+    }
+    if dry_run {
+        return Ok((Vec::new(), 0));
+    }
+    if !g.plan.verified.is_empty() {
+        deps.ledger
+            .set_status(
+                &ctx.account,
+                &g.plan.verified,
+                AttemptStatus::Remediated,
+                0,
+                None,
+            )
+            .await?;
+    }
+    let work = Work {
+        sweep_id: sweep_id.to_owned(),
+        account: ctx.account.clone(),
+        patch: g.policy.patch.clone(),
+        steps: steps(&g.plan),
+    };
+    run_work(deps, ctx, &work).await
+}
+
+async fn run_work(
+    deps: &Deps,
+    ctx: &Ctx<'_>,
+    work: &Work,
+) -> Result<(Vec<Executed>, usize), RemediatorError> {
+    let runner = Runner {
+        ledger: &deps.ledger,
+        remediator: &deps.remediator,
+        function: &deps.config.function_name,
+        now: ctx.now.timestamp(),
+        deadline: ctx.lambda.deadline(),
+        margin: deps.config.checkpoint_margin,
+    };
+    let (done, rest) = runner.run(work).await?;
+    if !rest.is_empty() {
+        checkpoint(deps, work, rest.clone()).await?;
+    }
+    Ok((done, rest.len()))
+}
+
+/// Stores the rest of the sweep and asks for a new invocation to finish it.
+async fn checkpoint(deps: &Deps, work: &Work, rest: Vec<Step>) -> Result<(), RemediatorError> {
+    let next = Work {
+        steps: rest,
+        ..work.clone()
+    };
+    let body = serde_json::to_string(&next).unwrap_or_default();
+    deps.ledger
+        .put_json(&format!("checkpoint#{}", work.sweep_id), "work", &body)
+        .await?;
+    let ev = AuditEvent::new(
+        CONTINUATION,
+        serde_json::json!({"sweepId": work.sweep_id, "account": work.account, "steps": next.steps.len()}),
+    );
+    deps.audit
+        .emit(&[ev], None)
+        .await
+        .map_err(RemediatorError::Continuation)?;
+    Ok(())
+}
+
+async fn continuation(
+    deps: &Deps,
+    ctx: &Ctx<'_>,
+    sweep_id: String,
+) -> Result<Response, RemediatorError> {
+    let body = deps
+        .ledger
+        .get_json(&format!("checkpoint#{sweep_id}"), "work")
+        .await?
+        .ok_or(RemediatorError::CheckpointMissing)?;
+    let work: Work = serde_json::from_str(&body).map_err(|_| RemediatorError::CheckpointMissing)?;
+    let (executed, left) = run_work(deps, ctx, &work).await?;
+    let date = ctx.now.format("%Y-%m-%d").to_string();
+    let part = format!(
+        "continuation-{}",
+        &ctx.event_id.chars().take(36).collect::<String>()
+    );
+    let key = report::key(&deps.config.report_prefix, &date, &sweep_id, Some(&part));
+    let body = serde_json::to_vec_pretty(&serde_json::json!({
+        "sweepId": sweep_id, "eventId": ctx.event_id, "executed": executed, "checkpointedSteps": left,
+    }))
+    .unwrap_or_default();
+    report::write(&deps.s3, &deps.config.report_bucket, &key, body).await?;
+    let summary = Summary {
+        sweep_id,
+        report_key: Some(key),
+        executed,
+        checkpointed_steps: left,
+        ..Summary::default()
+    };
+    audit(deps, ctx, "Compliance Sweep Summary", &summary).await;
+    Ok(Response {
+        event_id: ctx.event_id.clone(),
+        kind: ctx.ev.kind().to_owned(),
+        replayed: false,
+        decision: "continued".into(),
+        summary: Some(summary),
+        reason: None,
+    })
+}
+
+/// One resource from a compliance event, through the same planner. Enforcement follows
+/// `DRY_RUN`; the plan is audited either way.
+async fn single(deps: &Deps, ctx: &Ctx<'_>, f: Finding) -> Result<Response, RemediatorError> {
+    let dry_run = deps.config.dry_run;
+    let g = gather(deps, ctx, Some(&f)).await?;
+    let (executed, left) = execute(deps, ctx, &g, &ctx.event_id, dry_run).await?;
+    let summary = summarize(&g, &ctx.event_id, dry_run, None, executed, left);
+    audit(deps, ctx, "Compliance Remediation Decision", &summary).await;
+    let decision = if summary.executed.is_empty() {
+        "recorded"
+    } else {
+        "remediated"
+    };
+    Ok(Response {
+        event_id: ctx.event_id.clone(),
+        kind: ctx.ev.kind().to_owned(),
+        replayed: false,
+        decision: decision.into(),
+        reason: g
+            .plan
+            .skipped
+            .first()
+            .or(g.plan.deferred.first())
+            .map(|s| format!("{:?}", s.reason)),
+        summary: Some(summary),
+    })
+}
+
+/// A compliant report after an attempt is the re-check that makes it "remediated".
+async fn recheck(deps: &Deps, ctx: &Ctx<'_>, key: Key) -> Result<Response, RemediatorError> {
+    let state = deps
+        .ledger
+        .load(&ctx.account, &[], std::slice::from_ref(&key))
+        .await?;
+    let pending = state.attempts.get(&key).is_some_and(|a| {
+        matches!(
+            a.status,
+            AttemptStatus::Pending | AttemptStatus::Succeeded | AttemptStatus::Failed
+        )
+    });
+    let decision = if pending {
+        deps.ledger
+            .set_status(
+                &ctx.account,
+                std::slice::from_ref(&key),
+                AttemptStatus::Remediated,
+                0,
+                None,
+            )
+            .await?;
+        audit(
+            deps,
+            ctx,
+            "Compliance Remediation Verified",
+            &serde_json::json!({"resourceId": key.resource_id, "complianceType": key.compliance_type}),
+        )
+        .await;
+        "recorded"
+    } else {
+        "ignored"
+    };
+    Ok(Response {
+        event_id: ctx.event_id.clone(),
+        kind: ctx.ev.kind().to_owned(),
+        replayed: false,
+        decision: decision.into(),
+        summary: None,
+        reason: Some(if pending {
+            "compliance re-checked COMPLIANT: remediated".into()
+        } else {
+            "no remediation attempt to verify".into()
+        }),
+    })
+}
+
+/// Follows a patch command's outcome. Success is not "remediated" until compliance re-checks;
+/// a node that could not be reached is not a failure; failures past the limit are reported.
+async fn command_outcome(
+    deps: &Deps,
+    ctx: &Ctx<'_>,
+    node: &str,
+    command_id: &str,
+    status: &str,
+) -> Result<Response, RemediatorError> {
+    let key = Key::new(node, PATCH);
+    let (new_status, delta) = match status {
+        "Success" => (AttemptStatus::Succeeded, 0),
+        "Failed" => (AttemptStatus::Failed, 0),
+        "TimedOut" | "Undeliverable" | "Cancelled" | "DeliveryTimedOut" => {
+            // Only a node that is reachable can fail a remediation.
+            let facts = deps.fleet.fleet(None, Some(node)).await?;
+            if facts.online.contains(node) && status == "TimedOut" {
+                (AttemptStatus::Failed, 0)
+            } else {
+                (AttemptStatus::Undeliverable, -1)
+            }
+        }
+        _ => {
+            return Ok(Response {
+                event_id: ctx.event_id.clone(),
+                kind: ctx.ev.kind().to_owned(),
+                replayed: false,
+                decision: "ignored".into(),
+                summary: None,
+                reason: Some(format!("status {status} is not final")),
+            });
+        }
+    };
+    let key_for_guard = key.clone();
+    let account = ctx.account.clone();
+    let cid = command_id.to_owned();
+    let updated = guarded(deps, ctx, async move {
+        let rows = deps
+            .ledger
+            .set_status(&account, &[key_for_guard], new_status, delta, Some(&cid))
+            .await?;
+        Ok(Response {
+            event_id: String::new(),
+            kind: String::new(),
+            replayed: false,
+            decision: if rows.is_empty() {
+                "ignored"
+            } else {
+                "recorded"
+            }
+            .into(),
+            summary: None,
+            reason: rows.first().map(|(_, a)| {
+                serde_json::json!({"status": new_status, "attempts": a.attempts}).to_string()
+            }),
+        })
+    })
+    .await?;
+    let policy = deps.policy().await?;
+    let attempts = updated
+        .reason
+        .as_deref()
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        .and_then(|v| v["attempts"].as_u64())
+        .unwrap_or(0);
+    if new_status == AttemptStatus::Failed && !updated.replayed && updated.decision == "recorded" {
+        let gave_up = attempts >= u64::from(policy.max_attempts);
+        audit(
+            deps,
+            ctx,
+            "Compliance Remediation Failed",
+            &serde_json::json!({
+                "resourceId": node, "complianceType": PATCH, "commandId": command_id,
+                "attempts": attempts, "retryLimitReached": gave_up,
+            }),
+        )
+        .await;
+    }
+    Ok(Response {
+        event_id: ctx.event_id.clone(),
+        kind: ctx.ev.kind().to_owned(),
+        ..updated
+    })
+}
+
+/// Audit delivery never fails the invocation: the decision is already made and executed.
+async fn audit<T: Serialize>(deps: &Deps, ctx: &Ctx<'_>, detail_type: &str, detail: &T) {
+    let mut v = serde_json::to_value(detail).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("eventId".into(), ctx.event_id.clone().into());
+        m.insert("eventKind".into(), ctx.ev.kind().into());
+        m.insert("account".into(), ctx.account.clone().into());
+    }
+    let trace = ctx.lambda.xray_trace_id.clone();
+    if let Err(e) = deps
+        .audit
+        .emit(&[AuditEvent::new(detail_type, v)], trace.as_deref())
+        .await
+    {
+        tracing::warn!(error = %e, error_type = e.error_type(), "audit event not delivered");
+    }
+}

@@ -136,3 +136,56 @@ async fn provisioning_creates_every_declared_data_resource() {
             .any(|x| x.topic_arn().unwrap_or_default().ends_with(&topic))
     );
 }
+
+#[test]
+fn every_function_has_an_errors_alarm_and_the_dlq_is_watched() {
+    let raw: serde_norway::Value = serde_norway::from_str(&text()).unwrap();
+    let resources = raw["Resources"].as_mapping().unwrap();
+    let alarms: Vec<&serde_norway::Value> = resources
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
+        .collect();
+    let watched = |metric: &str, target: &str| {
+        alarms.iter().any(|a| {
+            let p = &a["Properties"];
+            p["MetricName"].as_str() == Some(metric)
+                && format!("{:?}", p["Dimensions"]).contains(target)
+                && format!("{:?}", p["AlarmActions"]).contains("NotificationTopic")
+        })
+    };
+    for f in Template::load(&template_path()).unwrap().functions() {
+        assert!(watched("Errors", &f), "no Errors alarm for {f}");
+    }
+    assert!(watched(
+        "ApproximateNumberOfMessagesVisible",
+        "DeadLetterQueue"
+    ));
+}
+
+#[test]
+fn dashboard_is_valid_json_and_shows_every_function() {
+    let raw: serde_norway::Value = serde_norway::from_str(&text()).unwrap();
+    let body = &raw["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"];
+    let serde_norway::Value::Tagged(sub) = body else {
+        panic!("DashboardBody should be a !Sub: {body:?}")
+    };
+    let text = sub.value.as_str().unwrap();
+    for f in Template::load(&template_path()).unwrap().functions() {
+        assert!(text.contains(&format!("${{{f}}}")), "dashboard lacks {f}");
+    }
+    // Substitutions replaced by a placeholder, the body must be JSON with widgets.
+    let mut plain = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        plain.push_str(&rest[..i]);
+        plain.push('x');
+        rest = &rest[i + rest[i..].find('}').unwrap() + 1..];
+    }
+    plain.push_str(rest);
+    let doc: serde_json::Value = serde_json::from_str(&plain).unwrap();
+    assert!(doc["widgets"].as_array().unwrap().len() >= 4);
+    assert!(
+        plain.contains("SsmAutopilot"),
+        "the EMF namespace is charted"
+    );
+}

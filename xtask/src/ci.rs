@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use autopilot_harness::{EmulatorProcess, repo_root};
 
@@ -71,7 +71,7 @@ pub fn run() -> Result<(), String> {
     test.args(["test", "--workspace"])
         .env(autopilot_harness::emulator::EMULATOR_URL_ENV, &emu.endpoint);
     crate::local_aws_env(&mut test);
-    crate::run(&mut test)?;
+    run_with_deadline(&mut test, Duration::from_secs(50 * 60))?;
 
     step("pytest tests/emulator");
     let python = repo_root().join("target/emulator-venv/bin/python");
@@ -87,4 +87,27 @@ pub fn run() -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Runs a command, killing it if it outlives `limit`: a hung test must fail CI quickly
+/// instead of consuming its whole time budget.
+fn run_with_deadline(cmd: &mut Command, limit: Duration) -> Result<(), String> {
+    let what = format!("{cmd:?}");
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("{what}: {e}"))?;
+    loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) if status.success() => return Ok(()),
+            Some(status) => return Err(format!("{what} failed ({status})")),
+            None if started.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{what} did not finish within {} minutes",
+                    limit.as_secs() / 60
+                ));
+            }
+            None => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
 }

@@ -4,6 +4,8 @@
 use autopilot_harness::{
     Control, EmulatorProcess, InvokeOptions, Sandbox, Template, function_spec, template_path,
 };
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use crate::local::{DEV_ACCESS_KEY, build, file_name, provision, sample_files};
@@ -43,6 +45,7 @@ pub fn run() -> Result<(), String> {
             made.len()
         );
         let template = Template::load(&template_path()).map_err(|e| e.to_string())?;
+        let mut figures: Vec<(String, BTreeMap<String, f64>)> = Vec::new();
         for (function, first) in PLAN {
             let spec = function_spec(
                 &template,
@@ -89,9 +92,13 @@ pub fn run() -> Result<(), String> {
                     ),
                 }
             }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            figures.push((function.to_string(), emf_totals(&sb.logs())));
             println!();
         }
-        summary(&Control::new(&emu.endpoint)).await
+        summary(&Control::new(&emu.endpoint)).await?;
+        print_figures(&figures);
+        Ok(())
     })
 }
 
@@ -172,4 +179,51 @@ async fn summary(control: &Control) -> Result<(), String> {
         .collect();
     println!("AWS calls made: {}", line.join(" "));
     Ok(())
+}
+
+/// Sums every metric in the EMF lines a function printed: the local twin of the dashboard.
+fn emf_totals(lines: &[String]) -> BTreeMap<String, f64> {
+    let mut totals = BTreeMap::new();
+    for line in lines {
+        let Ok(doc) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        for directive in doc["_aws"]["CloudWatchMetrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for m in directive["Metrics"].as_array().into_iter().flatten() {
+                if let Some(name) = m["Name"].as_str() {
+                    *totals.entry(name.to_owned()).or_insert(0.0) +=
+                        doc[name].as_f64().unwrap_or(0.0);
+                }
+            }
+        }
+    }
+    totals
+}
+
+fn print_figures(figures: &[(String, BTreeMap<String, f64>)]) {
+    println!("\nMetrics from the functions' EMF lines (namespace SsmAutopilot):");
+    let mut names: Vec<&String> = figures.iter().flat_map(|(_, m)| m.keys()).collect();
+    names.sort();
+    names.dedup();
+    print!("{:<22}", "metric");
+    for (f, _) in figures {
+        print!(" {f:>20}");
+    }
+    println!();
+    for n in names {
+        print!("{n:<22}");
+        for (_, m) in figures {
+            print!(
+                " {:>20}",
+                m.get(n)
+                    .map(|v| format!("{v}"))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+        println!();
+    }
 }

@@ -31,7 +31,8 @@ const PLAN: &[(&str, &[&str])] = &[
 ];
 
 pub fn run() -> Result<(), String> {
-    let functions: Vec<&str> = PLAN.iter().map(|(f, _)| *f).collect();
+    let mut functions: Vec<&str> = PLAN.iter().map(|(f, _)| *f).collect();
+    functions.push("compliance-remediator");
     eprintln!("building {} ...", functions.join(", "));
     let bin_dir = build(false, &functions)?;
     eprintln!("starting the local AWS emulator (first run installs its Python venv) ...");
@@ -96,7 +97,9 @@ pub fn run() -> Result<(), String> {
             figures.push((function.to_string(), emf_totals(&sb.logs())));
             println!();
         }
-        summary(&Control::new(&emu.endpoint)).await?;
+        let control = Control::new(&emu.endpoint);
+        figures.push(compliance(&template, &bin_dir, &emu.endpoint, &control).await?);
+        summary(&control).await?;
         print_figures(&figures);
         Ok(())
     })
@@ -226,4 +229,74 @@ fn print_figures(figures: &[(String, BTreeMap<String, f64>)]) {
         }
         println!();
     }
+}
+
+/// compliance-remediator on a seeded fleet: the template's dry-run first, then an enforcing run.
+async fn compliance(
+    template: &Template,
+    bin_dir: &std::path::Path,
+    endpoint: &str,
+    control: &Control,
+) -> Result<(String, BTreeMap<String, f64>), String> {
+    let f = "compliance-remediator";
+    let seeded = control
+        .seed_fleet(serde_json::json!({
+            "tenant": DEV_ACCESS_KEY, "count": 120, "seed": 3, "hybrid_fraction": 0.2,
+            "noncompliant_fraction": 0.4, "not_applicable_fraction": 0.1,
+            "offline_fraction": 0.1, "stopped_fraction": 0.05
+        }))
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "== {f} on a seeded fleet of {} managed nodes",
+        seeded["fleet_size"]
+    );
+    let dir = crate::local::repo_root_events(f);
+    let mut logs = Vec::new();
+    for (label, dry_run, sample) in [
+        ("dry-run (template default)", "true", "scheduled-sweep.json"),
+        ("enforce", "false", "scheduler-sweep.json"),
+    ] {
+        let mut spec = function_spec(template, f, &bin_dir.join(f), endpoint, DEV_ACCESS_KEY)
+            .map_err(|e| e.to_string())?;
+        spec.env.insert("DRY_RUN".into(), dry_run.into());
+        let sb = Sandbox::spawn(spec).await.map_err(|e| e.to_string())?;
+        let payload = std::fs::read(dir.join(sample)).map_err(|e| e.to_string())?;
+        let before = control
+            .ok_calls(DEV_ACCESS_KEY, "ssm:SendCommand")
+            .await
+            .map_err(|e| e.to_string())?;
+        let inv = sb
+            .invoke(&payload, InvokeOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let after = control
+            .ok_calls(DEV_ACCESS_KEY, "ssm:SendCommand")
+            .await
+            .map_err(|e| e.to_string())?;
+        match inv.outcome {
+            Ok(r) => {
+                let s = &r["summary"];
+                println!(
+                    "{label:<28} scanned {} (online {}), findings {}, planned nodes {}, patch batches {:?}, skipped {}, deferred {}, SendCommand calls {}",
+                    s["nodesScanned"],
+                    s["nodesOnline"],
+                    s["findings"],
+                    s["plannedNodes"],
+                    s["patchBatches"],
+                    s["skipped"],
+                    s["deferred"],
+                    after - before
+                );
+                if let Some(k) = s["reportKey"].as_str() {
+                    println!("{:<28} report s3://…/{k}", "");
+                }
+            }
+            Err(e) => println!("{label:<28} error {}: {}", e.error_type, e.error_message),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        logs.extend(sb.logs());
+    }
+    println!();
+    Ok((f.to_owned(), emf_totals(&logs)))
 }

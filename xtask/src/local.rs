@@ -117,6 +117,10 @@ pub fn invoke(args: &[String]) -> Result<(), String> {
     })
 }
 
+pub fn repo_root_events(function: &str) -> PathBuf {
+    repo_root().join("events").join(function)
+}
+
 pub fn sample_files(function: &str) -> Vec<PathBuf> {
     let dir = repo_root().join("events").join(function);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)

@@ -281,7 +281,17 @@ async fn step(
         );
     }
     let stop_at = deadline_ms - deps.config.checkpoint_margin.as_millis() as i64;
-    let done = collect(deps, &scope, &pk, &mut state, stop_at).await?;
+    let done = match collect(deps, &scope, &pk, &mut state, stop_at).await {
+        Ok(done) => done,
+        Err(e) => {
+            // Give the run back so Lambda's retry resumes from the checkpoint at once, instead
+            // of finding it leased until this invocation's deadline.
+            if let Err(re) = deps.checkpoints.release(&pk).await {
+                tracing::warn!(error = %re, "could not release the run lease");
+            }
+            return Err(e);
+        }
+    };
     if !done {
         let continuation = continuation_event(spec, state.invocations);
         deps.checkpoints.release(&pk).await?;

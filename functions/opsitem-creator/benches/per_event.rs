@@ -17,7 +17,12 @@ fn samples() -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -38,7 +43,13 @@ fn per_event(c: &mut Criterion) {
         b.iter(|| {
             for (_, raw) in &all {
                 let ev = classify(black_box(raw)).unwrap();
-                black_box(plan(&ev, raw, &rules, &states, Some("arn:aws:sns:us-east-1:123456789012:t")));
+                black_box(plan(
+                    &ev,
+                    raw,
+                    &rules,
+                    &states,
+                    Some("arn:aws:sns:us-east-1:123456789012:t"),
+                ));
             }
         })
     });

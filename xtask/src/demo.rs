@@ -278,7 +278,7 @@ async fn compliance(
             Ok(r) => {
                 let s = &r["summary"];
                 println!(
-                    "{label:<28} scanned {} (online {}), findings {}, planned nodes {}, patch batches {:?}, skipped {}, deferred {}, SendCommand calls {}",
+                    "{label:<28} scanned {} (online {}), findings {}, planned nodes {}, patch batches {}, skipped {}, deferred {}, SendCommand calls {}",
                     s["nodesScanned"],
                     s["nodesOnline"],
                     s["findings"],

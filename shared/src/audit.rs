@@ -129,6 +129,33 @@ impl AuditEmitter {
         }
     }
 
+    /// Publishes one decision event per result, each tagged with the triggering event's id,
+    /// kind and detail-type. Never fails the invocation: the decision is already made and
+    /// executed, so a delivery failure is logged and left for the audit bus alarms.
+    pub async fn emit_decisions<T: Serialize>(
+        &self,
+        detail_type: &str,
+        event: &crate::events::AutopilotEvent,
+        results: &[T],
+        trace_header: Option<&str>,
+    ) {
+        let events: Vec<AuditEvent> = results
+            .iter()
+            .map(|r| {
+                let mut detail = serde_json::to_value(r).unwrap_or_default();
+                if let Some(m) = detail.as_object_mut() {
+                    m.insert("eventId".into(), event.id().unwrap_or_default().into());
+                    m.insert("eventKind".into(), event.kind().into());
+                    m.insert("detailType".into(), event.detail_type().into());
+                }
+                AuditEvent::new(detail_type, detail)
+            })
+            .collect();
+        if let Err(e) = self.emit(&events, trace_header).await {
+            tracing::warn!(error = %e, error_type = e.error_type(), "audit events not delivered");
+        }
+    }
+
     /// Publishes `events`; `trace_header` (X-Ray) is attached to every entry when given.
     pub async fn emit(
         &self,

@@ -1,6 +1,6 @@
 //! The handler: classify → read facts → decide (pure) → execute once per event (adapters).
 
-use autopilot_shared::audit::{AuditEmitter, AuditEvent};
+use autopilot_shared::audit::AuditEmitter;
 use autopilot_shared::error::ErrorKind;
 use autopilot_shared::events::{AutomationOutcome, AutopilotEvent, classify};
 use autopilot_shared::idempotency::{GuardError, IdempotencyKey, IdempotencyStore};
@@ -748,21 +748,8 @@ async fn notify(
     Ok(())
 }
 
-/// Audit delivery never fails the event: the decision is already made and executed.
 async fn audit(deps: &Deps, ev: &AutopilotEvent, results: &[Outcome], trace: Option<&str>) {
-    let events: Vec<AuditEvent> = results
-        .iter()
-        .map(|r| {
-            let mut detail = serde_json::to_value(r).unwrap_or_default();
-            if let Some(m) = detail.as_object_mut() {
-                m.insert("eventId".into(), ev.id().unwrap_or_default().into());
-                m.insert("eventKind".into(), ev.kind().into());
-                m.insert("detailType".into(), ev.detail_type().into());
-            }
-            AuditEvent::new("Incident Decision", detail)
-        })
-        .collect();
-    if let Err(e) = deps.audit.emit(&events, trace).await {
-        tracing::warn!(error = %e, error_type = e.error_type(), "audit events not delivered");
-    }
+    deps.audit
+        .emit_decisions("Incident Decision", ev, results, trace)
+        .await;
 }

@@ -5,127 +5,13 @@
 // Test-only crate: panicking on unexpected results is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::Path;
 
-use autopilot_harness::{InvokeOptions, Sandbox, TestEnv};
+use autopilot_harness::TestEnv;
+use common::*;
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_compliance-remediator");
-
-fn account_for(env: &TestEnv) -> String {
-    let digits: String = env
-        .tenant
-        .bytes()
-        .map(|b| char::from(b'0' + b % 10))
-        .collect();
-    digits[digits.len() - 12..].to_owned()
-}
-
-fn sweep_event(env: &TestEnv) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../events/compliance-remediator/scheduler-sweep.json");
-    let mut v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    v["id"] = json!(uuid::Uuid::new_v4().to_string());
-    v["account"] = json!(account_for(env));
-    v
-}
-
-/// A sandbox with the template's environment plus `overrides`, and the test's own policy.
-async fn sandbox(env: &TestEnv, policy: &Value, overrides: &[(&str, &str)]) -> (Sandbox, String) {
-    let name = format!("/autopilot-test/{}/remediation-policy", env.tenant);
-    let ssm = aws_sdk_ssm::Client::new(&env.sdk().await);
-    ssm.put_parameter()
-        .name(&name)
-        .value(policy.to_string())
-        .r#type(aws_sdk_ssm::types::ParameterType::String)
-        .overwrite(true)
-        .send()
-        .await
-        .unwrap();
-    let mut spec = env
-        .function("compliance-remediator", Path::new(BIN))
-        .unwrap();
-    spec.env.insert("POLICY_PARAMETER".into(), name);
-    for (k, v) in overrides {
-        spec.env.insert((*k).into(), (*v).into());
-    }
-    let bucket = spec.env["REPORT_BUCKET"].clone();
-    let sb = Sandbox::spawn(spec).await.unwrap();
-    sb.init_duration().await.unwrap();
-    (sb, bucket)
-}
-
-fn policy(max_nodes: usize, calendar: &str) -> Value {
-    json!({
-        "patch": {"enabled": true, "rebootOption": "NoReboot", "maxConcurrency": "10%", "maxErrors": "10%", "batchSize": 50},
-        "association": {"enabled": true},
-        "exemptionTag": {"key": "autopilot:exempt"},
-        "budget": {"maxNodes": max_nodes},
-        "cooldownMinutes": 360, "retryAfterMinutes": 60, "maxAttempts": 3,
-        "changeCalendar": calendar,
-    })
-}
-
-async fn invoke(sb: &Sandbox, ev: &Value) -> Value {
-    match sb
-        .invoke(&serde_json::to_vec(ev).unwrap(), InvokeOptions::default())
-        .await
-        .unwrap()
-        .outcome
-    {
-        Ok(v) => v,
-        Err(e) => panic!("{e:?}"),
-    }
-}
-
-async fn report(env: &TestEnv, bucket: &str, key: &str) -> Value {
-    let sdk = env.sdk().await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    );
-    let out = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    serde_json::from_slice(&out.body.collect().await.unwrap().into_bytes()).unwrap()
-}
-
-async fn seed(env: &TestEnv, seed: u64) -> Value {
-    env.control
-        .seed_fleet(json!({
-            "tenant": env.tenant, "count": 220, "seed": seed, "hybrid_fraction": 0.2,
-            "noncompliant_fraction": 0.45, "not_applicable_fraction": 0.3,
-            "offline_fraction": 0.1, "stopped_fraction": 0.08,
-        }))
-        .await
-        .unwrap()
-}
-
-/// Node ids the patch commands in the emulator were sent to, per command.
-async fn commands(env: &TestEnv) -> Vec<Vec<String>> {
-    let s = env.control.state("commands", &env.tenant).await.unwrap();
-    s["Commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            assert_eq!(c["DocumentName"], "AWS-RunPatchBaseline");
-            assert_eq!(c["Parameters"]["Operation"], json!(["Install"]));
-            c["InstanceIds"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| i.as_str().unwrap().to_owned())
-                .collect()
-        })
-        .collect()
-}
 
 fn planned_patch_nodes(rep: &Value) -> BTreeSet<String> {
     rep["plan"]["patchBatches"]

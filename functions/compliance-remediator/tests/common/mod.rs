@@ -1,0 +1,194 @@
+//! Helpers shared by the compliance-remediator end-to-end tests: sample events addressed to a
+//! test's own tenant, sandboxes with a test policy, and readers of the emulator's state.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use autopilot_harness::{InvokeOptions, Sandbox, TestEnv};
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_compliance-remediator");
+
+/// The emulated account of a tenant: digits derived from its access key id, so tests do not
+/// share ledger rows (DynamoDB is not tenant-isolated in the emulator).
+pub fn account_for(env: &TestEnv) -> String {
+    let digits: String = env
+        .tenant
+        .bytes()
+        .map(|b| char::from(b'0' + b % 10))
+        .collect();
+    digits[digits.len() - 12..].to_owned()
+}
+
+/// A sample from `events/compliance-remediator/` with a fresh id and the tenant's account.
+pub fn sample(env: &TestEnv, file: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../events/compliance-remediator")
+        .join(file);
+    let mut v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["id"] = json!(uuid::Uuid::new_v4().to_string());
+    v["account"] = json!(account_for(env));
+    v
+}
+
+pub fn sweep_event(env: &TestEnv) -> Value {
+    sample(env, "scheduler-sweep.json")
+}
+
+/// A sandbox with the template's environment plus `overrides`, and the test's own policy.
+pub async fn sandbox(
+    env: &TestEnv,
+    policy: &Value,
+    overrides: &[(&str, &str)],
+) -> (Sandbox, String) {
+    let name = format!("/autopilot-test/{}/remediation-policy", env.tenant);
+    let ssm = aws_sdk_ssm::Client::new(&env.sdk().await);
+    ssm.put_parameter()
+        .name(&name)
+        .value(policy.to_string())
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    let mut spec = env
+        .function("compliance-remediator", Path::new(BIN))
+        .unwrap();
+    spec.env.insert("POLICY_PARAMETER".into(), name);
+    for (k, v) in overrides {
+        spec.env.insert((*k).into(), (*v).into());
+    }
+    let bucket = spec.env["REPORT_BUCKET"].clone();
+    let sb = Sandbox::spawn(spec).await.unwrap();
+    sb.init_duration().await.unwrap();
+    (sb, bucket)
+}
+
+pub fn policy(max_nodes: usize, calendar: &str) -> Value {
+    json!({
+        "patch": {"enabled": true, "rebootOption": "NoReboot", "maxConcurrency": "10%", "maxErrors": "10%", "batchSize": 50},
+        "association": {"enabled": true},
+        "exemptionTag": {"key": "autopilot:exempt"},
+        "budget": {"maxNodes": max_nodes},
+        "cooldownMinutes": 360, "retryAfterMinutes": 60, "maxAttempts": 3,
+        "changeCalendar": calendar,
+    })
+}
+
+pub async fn invoke(sb: &Sandbox, ev: &Value) -> Value {
+    invoke_with(sb, ev, InvokeOptions::default()).await
+}
+
+pub async fn invoke_with(sb: &Sandbox, ev: &Value, opts: InvokeOptions) -> Value {
+    match sb
+        .invoke(&serde_json::to_vec(ev).unwrap(), opts)
+        .await
+        .unwrap()
+        .outcome
+    {
+        Ok(v) => v,
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
+pub async fn report(env: &TestEnv, bucket: &str, key: &str) -> Value {
+    let sdk = env.sdk().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_slice(&out.body.collect().await.unwrap().into_bytes()).unwrap()
+}
+
+pub async fn seed(env: &TestEnv, seed: u64) -> Value {
+    seed_count(env, seed, 220).await
+}
+
+pub async fn seed_count(env: &TestEnv, seed: u64, count: usize) -> Value {
+    env.control
+        .seed_fleet(json!({
+            "tenant": env.tenant, "count": count, "seed": seed, "hybrid_fraction": 0.2,
+            "noncompliant_fraction": 0.45, "not_applicable_fraction": 0.3,
+            "offline_fraction": 0.1, "stopped_fraction": 0.08,
+        }))
+        .await
+        .unwrap()
+}
+
+/// Node ids the patch commands in the emulator were sent to, per command.
+pub async fn commands(env: &TestEnv) -> Vec<Vec<String>> {
+    let s = env.control.state("commands", &env.tenant).await.unwrap();
+    s["Commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(c["DocumentName"], "AWS-RunPatchBaseline");
+            assert_eq!(c["Parameters"]["Operation"], json!(["Install"]));
+            c["InstanceIds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// Online nodes whose Patch compliance is NON_COMPLIANT in the emulator.
+pub async fn noncompliant_online(env: &TestEnv) -> Vec<String> {
+    let fleet = env
+        .control
+        .call("GET", &format!("fleet?tenant={}", env.tenant), None)
+        .await
+        .unwrap();
+    let compliance = env.control.state("compliance", &env.tenant).await.unwrap();
+    fleet["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["PingStatus"] == "Online")
+        .map(|n| n["InstanceId"].as_str().unwrap().to_owned())
+        .filter(|id| compliance["Resources"][id]["Patch"]["Status"] == "NON_COMPLIANT")
+        .collect()
+}
+
+/// The ledger's remediation record of (node, type) for the tenant's account.
+pub async fn attempt(env: &TestEnv, node: &str, compliance_type: &str) -> Option<Value> {
+    let ddb = aws_sdk_dynamodb::Client::new(&env.sdk().await);
+    let pk = format!("remediation#{}#{node}#{compliance_type}", account_for(env));
+    let item = ddb
+        .get_item()
+        .table_name(env.template.physical_name("LedgerTable").unwrap())
+        .key("pk", AttributeValue::S(pk))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item?;
+    let mut out = serde_json::Map::new();
+    for (k, v) in item {
+        let v = match v {
+            AttributeValue::S(s) => json!(s),
+            AttributeValue::N(n) => json!(n.parse::<f64>().unwrap()),
+            AttributeValue::Bool(b) => json!(b),
+            other => json!(format!("{other:?}")),
+        };
+        out.insert(k, v);
+    }
+    Some(Value::Object(out))
+}
+
+pub async fn calls(env: &TestEnv, op: &str) -> u64 {
+    env.control.ok_calls(&env.tenant, op).await.unwrap()
+}

@@ -26,6 +26,18 @@ pub struct Config {
     /// Concurrent SSM calls when fanning out (bounded to stay under SSM's rate limits).
     pub concurrency: usize,
     pub idempotency_expiry: Duration,
+    /// Deployment-wide settings from the template's parameters.
+    pub deployment: Deployment,
+}
+
+/// What the template's parameters set for the whole deployment; the policy document may
+/// refine it (see `Policy::with_deployment`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Deployment {
+    /// `EXEMPTION_TAG_KEY`: nodes carrying this tag key are never remediated.
+    pub exemption_tag_key: Option<String>,
+    /// `CHANGE_CALENDAR_NAME`: remediation runs only while this calendar is OPEN.
+    pub change_calendar: Option<String>,
 }
 
 impl Config {
@@ -60,6 +72,14 @@ impl Config {
             concurrency: concurrency.clamp(1, 16),
             idempotency_expiry: env
                 .seconds("IDEMPOTENCY_EXPIRY_SECONDS", Duration::from_secs(3600 * 24))?,
+            deployment: Deployment {
+                exemption_tag_key: env
+                    .optional("EXEMPTION_TAG_KEY")
+                    .map(|k| k.trim().to_owned()),
+                change_calendar: env
+                    .optional("CHANGE_CALENDAR_NAME")
+                    .map(|c| c.trim().to_owned()),
+            },
         })
     }
 }
@@ -97,5 +117,16 @@ mod tests {
         with.push(("DRY_RUN", "false"));
         assert!(!cfg(&with).unwrap().dry_run);
         assert!(cfg(&BASE[..2]).is_err());
+    }
+
+    #[test]
+    fn deployment_settings_come_from_the_environment() {
+        assert_eq!(cfg(&BASE).unwrap().deployment, Deployment::default());
+        let mut with = BASE.to_vec();
+        with.push(("EXEMPTION_TAG_KEY", " team:no-patch "));
+        with.push(("CHANGE_CALENDAR_NAME", "prod-changes"));
+        let d = cfg(&with).unwrap().deployment;
+        assert_eq!(d.exemption_tag_key.as_deref(), Some("team:no-patch"));
+        assert_eq!(d.change_calendar.as_deref(), Some("prod-changes"));
     }
 }

@@ -68,8 +68,9 @@ impl Deps {
     }
 
     async fn policy(&self) -> Result<Policy, RemediatorError> {
+        let deployment = &self.config.deployment;
         let Some(name) = &self.config.policy_parameter else {
-            return Ok(default_policy()?);
+            return Ok(default_policy()?.with_deployment(deployment, true));
         };
         match self
             .params
@@ -79,9 +80,9 @@ impl Deps {
         {
             Some(p) => {
                 p.validate()?;
-                Ok(p)
+                Ok(p.with_deployment(deployment, false))
             }
-            None => Ok(default_policy()?),
+            None => Ok(default_policy()?.with_deployment(deployment, true)),
         }
     }
 }

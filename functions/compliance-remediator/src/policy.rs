@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Deployment;
+
 /// Run Command accepts at most 50 instance ids per call.
 pub const MAX_INSTANCE_IDS: usize = 50;
 
@@ -140,6 +142,31 @@ impl Policy {
         Ok(())
     }
 
+    /// Applies the deployment's settings (template parameters). The built-in policy takes the
+    /// deployment's exemption tag key; a stored policy keeps its own tag and calendar and
+    /// takes the deployment's only where it sets none, so operators can refine without
+    /// losing the deployment-wide gate.
+    pub fn with_deployment(mut self, d: &Deployment, builtin: bool) -> Self {
+        if let Some(key) = d.exemption_tag_key.as_deref().filter(|k| !k.is_empty()) {
+            match &mut self.exemption_tag {
+                Some(tag) if builtin => tag.key = key.to_owned(),
+                Some(_) => {}
+                None => {
+                    self.exemption_tag = Some(ExemptionTag {
+                        key: key.to_owned(),
+                        values: Vec::new(),
+                    })
+                }
+            }
+        }
+        if self.calendar().is_none() {
+            if let Some(c) = d.change_calendar.as_deref().filter(|c| !c.is_empty()) {
+                self.change_calendar = c.to_owned();
+            }
+        }
+        self
+    }
+
     pub fn calendar(&self) -> Option<&str> {
         Some(self.change_calendar.trim()).filter(|c| !c.is_empty())
     }
@@ -196,6 +223,41 @@ mod tests {
         assert!(p.budget.max_nodes.is_some() || p.budget.max_percent.is_some());
         assert_eq!(p.exemption_tag.unwrap().key, "autopilot:exempt");
         assert!(p.config_rules.contains_key("ec2-imdsv2-check"));
+    }
+
+    #[test]
+    fn deployment_settings_replace_the_builtin_and_fill_a_stored_policy() {
+        let d = Deployment {
+            exemption_tag_key: Some("team:no-patch".into()),
+            change_calendar: Some("prod-changes".into()),
+        };
+        let builtin = default_policy().unwrap().with_deployment(&d, true);
+        assert_eq!(builtin.exemption_tag.as_ref().unwrap().key, "team:no-patch");
+        assert_eq!(builtin.calendar(), Some("prod-changes"));
+
+        // A stored policy's own choices win.
+        let mut own = default_policy().unwrap();
+        own.exemption_tag = Some(ExemptionTag {
+            key: "ops:frozen".into(),
+            values: vec!["yes".into()],
+        });
+        own.change_calendar = "ops-calendar".into();
+        let own = own.with_deployment(&d, false);
+        assert_eq!(own.exemption_tag.as_ref().unwrap().key, "ops:frozen");
+        assert_eq!(own.calendar(), Some("ops-calendar"));
+
+        // Where it sets none, the deployment's apply.
+        let mut gaps = default_policy().unwrap();
+        gaps.exemption_tag = None;
+        let gaps = gaps.with_deployment(&d, false);
+        assert_eq!(gaps.exemption_tag.as_ref().unwrap().key, "team:no-patch");
+        assert_eq!(gaps.calendar(), Some("prod-changes"));
+
+        // No deployment settings: unchanged.
+        let plain = default_policy()
+            .unwrap()
+            .with_deployment(&Deployment::default(), true);
+        assert_eq!(plain, default_policy().unwrap());
     }
 
     #[test]

@@ -84,7 +84,38 @@ fn cost_per_million(warm_ms: f64) -> f64 {
     1e6 * (PRICE_REQUEST + billed_ms / 1000.0 * 0.125 * PRICE_GB_SECOND)
 }
 
-pub fn run() -> Result<(), String> {
+struct Options {
+    scale_only: bool,
+    release: bool,
+    nodes: usize,
+}
+
+fn options(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        scale_only: false,
+        release: true,
+        nodes: 10_000,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--scale-only" => o.scale_only = true,
+            // Call counts do not depend on the build; debug binaries make iterating cheaper.
+            "--debug" => o.release = false,
+            "--nodes" => {
+                o.nodes = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--nodes takes a number")?;
+            }
+            other => return Err(format!("bench: unexpected argument {other:?}")),
+        }
+    }
+    Ok(o)
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let opts = options(args)?;
     let template = Template::load(&template_path()).map_err(|e| e.to_string())?;
     let functions: Vec<String> = [
         "opsitem-creator",
@@ -99,8 +130,8 @@ pub fn run() -> Result<(), String> {
     .map(str::to_owned)
     .collect();
     let names: Vec<&str> = functions.iter().map(String::as_str).collect();
-    eprintln!("building release binaries of {} ...", names.join(", "));
-    let bin_dir = build(true, &names)?;
+    eprintln!("building binaries of {} ...", names.join(", "));
+    let bin_dir = build(opts.release, &names)?;
     let emu = EmulatorProcess::start(0).map_err(|e| e.to_string())?;
     let python = repo_root().join("target/emulator-venv/bin/python");
     let launcher = repo_root().join("target/bench/python-baseline");
@@ -116,10 +147,10 @@ pub fn run() -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     set_executable(&launcher)?;
     let rt = crate::runtime()?;
-    let rows = rt.block_on(async {
+    let (rows, scale) = rt.block_on(async {
         provision(&emu.endpoint).await?;
         let mut rows = Vec::new();
-        for f in &functions {
+        for f in functions.iter().filter(|_| !opts.scale_only) {
             let spec = function_spec(&template, f, &bin_dir.join(f), &emu.endpoint, DEV_ACCESS_KEY).map_err(|e| e.to_string())?;
             let mut base_spec = spec.clone();
             base_spec.binary = launcher.clone();
@@ -142,15 +173,33 @@ pub fn run() -> Result<(), String> {
                 },
             }));
         }
-        Ok::<_, String>(rows)
+        eprintln!("compliance sweep over {} seeded nodes ...", opts.nodes);
+        let scale = vec![
+            crate::scale::compliance_sweep(&template, &bin_dir, &emu.endpoint, opts.nodes).await?,
+        ];
+        Ok::<_, String>((rows, scale))
     })?;
     print_table(&rows);
+    print_scale(&scale);
     let out = repo_root().join("bench-results");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    let doc =
-        json!({"generated_by": "cargo xtask bench", "cold_runs": COLD_RUNS, "functions": rows});
+    let path = out.join("latest.json");
+    // A scale-only run keeps the per-function figures of the last full run.
+    let rows = if opts.scale_only {
+        std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .map(|d| d["functions"].clone())
+            .unwrap_or(Value::Array(rows))
+    } else {
+        Value::Array(rows)
+    };
+    let doc = json!({
+        "generated_by": "cargo xtask bench", "release": opts.release, "cold_runs": COLD_RUNS,
+        "functions": rows, "scale": scale,
+    });
     std::fs::write(
-        out.join("latest.json"),
+        &path,
         serde_json::to_string_pretty(&doc).unwrap_or_default(),
     )
     .map_err(|e| e.to_string())?;
@@ -204,6 +253,30 @@ fn print_table(rows: &[Value]) {
             "| {f} | cost per 1M events (128 MB arm64) | ${:.3} | ${:.3} | – | – | – |",
             k["ours"].as_f64().unwrap_or(0.0),
             k["baseline"].as_f64().unwrap_or(0.0)
+        );
+    }
+}
+
+fn print_scale(rows: &[Value]) {
+    println!();
+    println!("| figure | nodes | ours | minimum | ratio | target | pass | wall | peak RSS |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for r in rows {
+        println!(
+            "| {} | {} | {} SSM calls | {} | {:.3}x | {} | {} | {:.1} s | {:.1} MB |",
+            r["figure"].as_str().unwrap_or_default(),
+            r["nodes"],
+            r["ssm_calls_total"],
+            r["ssm_calls_minimum"],
+            r["ratio"].as_f64().unwrap_or(f64::NAN),
+            r["target"].as_str().unwrap_or_default(),
+            if r["pass"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "NO"
+            },
+            r["wall_seconds"].as_f64().unwrap_or(0.0),
+            r["peak_rss_mb"].as_f64().unwrap_or(0.0),
         );
     }
 }

@@ -3,7 +3,9 @@
 mod bench;
 mod ci;
 mod demo;
+mod fuzz;
 mod local;
+mod scale;
 
 use std::process::ExitCode;
 
@@ -15,7 +17,11 @@ cargo xtask <command>
   invoke <function> -e <event.json>    run a function's real binary once through a local Lambda Runtime API
          [--release]                   (needs AWS_ENDPOINT_URL); prints its JSON response, or the error and exit 1
   demo                                 build, start the emulator, replay events/ through every function, summarise
-  bench                                release builds: cold start, peak RSS, package size, cost vs a Python baseline
+  bench [--scale-only] [--debug]       release builds: cold start, peak RSS, package size, cost vs a Python baseline,
+        [--nodes N]                    then fleet-scale figures (10,000-node compliance sweep; API calls vs minimum)
+  fuzz [--seconds N] [--documents]     build the cargo fuzz targets in fuzz/ (stable toolchain via RUSTC_BOOTSTRAP)
+       [--target T] [--sanitizer S]    and run each for N s (default 30) seeded with events/ and tests/fixtures/;
+                                       prints executions and crashes, exit 1 on a crash
   ci                                   everything CI checks: fmt, clippy, cfn-lint, all tests (the README's test command)
 ";
 
@@ -26,7 +32,8 @@ fn main() -> ExitCode {
         Some("invoke") => local::invoke(&args[1..]),
         Some("demo") => demo::run(),
         Some("ci") => ci::run(),
-        Some("bench") => bench::run(),
+        Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             Ok(())

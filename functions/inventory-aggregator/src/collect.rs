@@ -64,6 +64,35 @@ impl Inventory {
         Ok(out)
     }
 
+    /// The attribute names GetInventorySchema reports for one type, in its order.
+    pub async fn attributes(&self, type_name: &str) -> Result<Vec<String>, InventoryError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .ssm
+                .get_inventory_schema()
+                .type_name(type_name)
+                .max_results(PAGE_SIZE)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| aws("GetInventorySchema", e))?;
+            for s in resp.schemas().iter().filter(|s| s.type_name() == type_name) {
+                for a in s.attributes() {
+                    if !out.iter().any(|o| o == a.name()) {
+                        out.push(a.name().to_owned());
+                    }
+                }
+            }
+            token = resp.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// One GetInventory page of the nodes reporting `type_name`. With `inline` the rows come
     /// with the page; otherwise only node, capture time and schema version do.
     pub async fn page(

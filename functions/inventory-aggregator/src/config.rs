@@ -30,6 +30,50 @@ pub struct Config {
     /// A node whose newest inventory is older than this counts as stale.
     pub stale_after: Duration,
     pub idempotency_expiry: Duration,
+    /// Parquet snapshots besides the JSON ones (`OUTPUT_FORMATS` includes `parquet`).
+    pub parquet: Option<ParquetOutput>,
+}
+
+/// Parquet snapshot files: each holds this many consecutive JSON snapshot parts (pages of
+/// nodes), so Athena reads few objects while memory stays bounded by one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParquetOutput {
+    pub parts_per_file: u32,
+}
+
+/// `OUTPUT_FORMATS`: `json` (always written: the diff, the freshness check and the Parquet
+/// files are read back from it), optionally `parquet`.
+fn parquet_output<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<Option<ParquetOutput>, ConfigError> {
+    let mut formats = env.list("OUTPUT_FORMATS");
+    if formats.is_empty() {
+        formats.push("json".into());
+    }
+    let mut parquet = false;
+    for f in &formats {
+        match f.to_ascii_lowercase().as_str() {
+            "json" => {}
+            "parquet" => parquet = true,
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "OUTPUT_FORMATS",
+                    reason: format!("unknown format {other:?} (json, parquet)"),
+                });
+            }
+        }
+    }
+    if !formats.iter().any(|f| f.eq_ignore_ascii_case("json")) {
+        return Err(ConfigError::Invalid {
+            name: "OUTPUT_FORMATS",
+            reason: "json is required (the other outputs are derived from it)".into(),
+        });
+    }
+    let nodes = env.parsed::<u32>("PARQUET_NODES_PER_FILE", 1000)?.max(1);
+    let page = crate::collect::PAGE_SIZE.unsigned_abs();
+    Ok(parquet.then_some(ParquetOutput {
+        parts_per_file: nodes.div_ceil(page).max(1),
+    }))
 }
 
 impl Config {
@@ -66,6 +110,7 @@ impl Config {
             ),
             idempotency_expiry: env
                 .seconds("IDEMPOTENCY_EXPIRY_SECONDS", Duration::from_secs(3600))?,
+            parquet: parquet_output(env)?,
         })
     }
 
@@ -100,5 +145,42 @@ mod tests {
         assert_eq!(c.type_concurrency, 4);
         assert_eq!(c.stale_after, Duration::from_secs(86400));
         assert_eq!(c.destination(), "s3://bucket/x/y");
+        assert_eq!(c.parquet, None);
+    }
+
+    #[test]
+    fn output_formats() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = vec![
+                ("IDEMPOTENCY_TABLE", "i"),
+                ("LEDGER_TABLE", "l"),
+                ("AUDIT_BUS_NAME", "b"),
+                ("INVENTORY_BUCKET", "bucket"),
+            ];
+            vars.extend_from_slice(extra);
+            Config::from_source(&Env::new(move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }))
+        };
+        assert_eq!(with(&[("OUTPUT_FORMATS", "json")]).unwrap().parquet, None);
+        assert_eq!(
+            with(&[("OUTPUT_FORMATS", "json, Parquet")])
+                .unwrap()
+                .parquet,
+            Some(ParquetOutput { parts_per_file: 20 })
+        );
+        assert_eq!(
+            with(&[
+                ("OUTPUT_FORMATS", "json,parquet"),
+                ("PARQUET_NODES_PER_FILE", "120")
+            ])
+            .unwrap()
+            .parquet,
+            Some(ParquetOutput { parts_per_file: 3 })
+        );
+        assert!(with(&[("OUTPUT_FORMATS", "parquet")]).is_err());
+        assert!(with(&[("OUTPUT_FORMATS", "json,csv")]).is_err());
     }
 }

@@ -4,6 +4,7 @@
 //! ```text
 //! <prefix>/<TypeName>/accountid=<a>/region=<r>/resourcetype=ManagedInstanceInventory/<node>.json   (Resource Data Sync)
 //! <prefix>/snapshots/<TypeName>/dt=<yyyy-mm-dd>/run=<run-id>/accountid=<a>/region=<r>/part-00000.json
+//! <prefix>/snapshots-parquet/<TypeName>/dt=<yyyy-mm-dd>/run=<run-id>/accountid=<a>/region=<r>/part-00000.parquet   (OUTPUT_FORMATS=json,parquet)
 //! <prefix>/diffs/dt=<yyyy-mm-dd>/run=<run-id>/diff.json
 //! <prefix>/manifests/dt=<yyyy-mm-dd>/run=<run-id>/manifest.json                                  (written last)
 //! ```
@@ -48,6 +49,18 @@ impl Scope {
             &self.prefix,
             &format!(
                 "snapshots/{type_name}/dt={}/run={}/accountid={}/region={}/part-{part:05}.json",
+                self.dt, self.run_id, self.account_id, self.region
+            ),
+        )
+    }
+
+    /// Parquet snapshot file `file` of a type. A root of its own: the JSON snapshot tables read
+    /// their locations recursively and would trip over Parquet files.
+    pub fn snapshot_parquet_key(&self, type_name: &str, file: u32) -> String {
+        join(
+            &self.prefix,
+            &format!(
+                "snapshots-parquet/{type_name}/dt={}/run={}/accountid={}/region={}/part-{file:05}.parquet",
                 self.dt, self.run_id, self.account_id, self.region
             ),
         )
@@ -149,6 +162,10 @@ mod tests {
         assert_eq!(
             s.snapshot_part_key("AWS:Tag", 7),
             "inv/snapshots/AWS:Tag/dt=2026-03-14/run=20260314T010000Z-abcd1234/accountid=123456789012/region=us-east-1/part-00007.json"
+        );
+        assert_eq!(
+            s.snapshot_parquet_key("AWS:Tag", 2),
+            "inv/snapshots-parquet/AWS:Tag/dt=2026-03-14/run=20260314T010000Z-abcd1234/accountid=123456789012/region=us-east-1/part-00002.parquet"
         );
         assert_eq!(
             s.manifest_key(),

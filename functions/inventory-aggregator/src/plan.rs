@@ -59,6 +59,17 @@ pub struct TypeCursor {
     pub rows: u64,
     pub schema_versions: BTreeSet<String>,
     pub done: bool,
+    /// The type's Parquet columns (from GetInventorySchema), fixed when its first file is
+    /// written so that every continuation writes files with the same columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet_columns: Option<Vec<String>>,
+    /// Parquet snapshot files written.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parquet_files: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One node's applications: name → versions (a package may be installed in several versions).
@@ -222,6 +233,9 @@ pub struct TypeSummary {
     pub nodes: u64,
     pub rows: u64,
     pub parts: u32,
+    /// Keys of the type's Parquet snapshot files (`OUTPUT_FORMATS` with `parquet`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parquet: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

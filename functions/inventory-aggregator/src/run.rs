@@ -156,6 +156,9 @@ async fn collect_type(
         cursor.pages += 1;
         cursor.next_token = page.next_token;
         cursor.done = cursor.next_token.is_none();
+        if let Some(out) = deps.config.parquet {
+            crate::parquet_snapshot::after_page(deps, scope, &type_name, &mut cursor, out).await?;
+        }
         deps.checkpoints
             .save_cursor(pk, &type_name, &cursor)
             .await?;
@@ -165,7 +168,7 @@ async fn collect_type(
 }
 
 /// Reads a snapshot part back as (node, row) pairs, in file order.
-async fn read_part(
+pub(crate) async fn read_part(
     deps: &Deps,
     key: &str,
 ) -> Result<Vec<serde_json::Map<String, Value>>, InventoryError> {
@@ -398,6 +401,7 @@ pub async fn finalize(
                 nodes: c.nodes,
                 rows: c.rows,
                 parts: c.parts,
+                parquet: crate::parquet_snapshot::keys(scope, t, c.parquet_files),
             }
         })
         .collect();

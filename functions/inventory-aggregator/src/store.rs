@@ -15,11 +15,20 @@ impl Store {
     }
 
     pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), InventoryError> {
+        self.put_as(key, body, "application/x-ndjson").await
+    }
+
+    pub async fn put_as(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), InventoryError> {
         self.s3
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_type("application/x-ndjson")
+            .content_type(content_type)
             .body(ByteStream::from(body))
             .send()
             .await

@@ -47,3 +47,53 @@ fn template_matching_extracts_partition_values() {
         .is_none()
     );
 }
+
+#[test]
+fn parquet_tables_project_the_keys_the_writer_uses() {
+    use inventory_aggregator::layout::Scope;
+    let tables = ddl::load_parquet();
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "inventory_snapshot_application_parquet",
+            "inventory_snapshot_instanceinformation_parquet"
+        ]
+    );
+    let json = ddl::load_all();
+    let scope = Scope {
+        prefix: "p".into(),
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        dt: "2026-03-14".into(),
+        run_id: "20260314T010000Z-abcd1234".into(),
+    };
+    for (t, type_name) in tables
+        .iter()
+        .zip(["AWS:Application", "AWS:InstanceInformation"])
+    {
+        ddl::check_structure(t);
+        assert_eq!(t.stored_as, "parquet");
+        assert_eq!(t.partitions, ["dt"]);
+        // Same columns as the JSON snapshot table of the type: the files hold the same rows.
+        let twin = json
+            .iter()
+            .find(|j| format!("{}_parquet", j.name) == t.name)
+            .unwrap();
+        assert_eq!(t.columns, twin.columns, "{}", t.name);
+        let mut t = t.clone();
+        for v in t.props.values_mut() {
+            *v = ddl::substitute(v, "b", "p", "123456789012", "us-east-1");
+        }
+        t.location = ddl::substitute(&t.location, "b", "p", "123456789012", "us-east-1");
+        let key = format!("s3://b/{}", scope.snapshot_parquet_key(type_name, 3));
+        assert!(key.starts_with(&t.location), "{key}");
+        let values = ddl::match_key(&t, &key).unwrap();
+        assert_eq!(values["dt"], "2026-03-14");
+        assert!(values.iter().all(|(c, v)| ddl::projected(&t, c, v)));
+        // The JSON snapshot table of the type does not read the Parquet files.
+        let mut twin = twin.clone();
+        twin.location = ddl::substitute(&twin.location, "b", "p", "123456789012", "us-east-1");
+        assert!(!key.starts_with(&twin.location));
+    }
+}

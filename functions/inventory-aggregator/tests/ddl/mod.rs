@@ -12,6 +12,8 @@ pub struct Table {
     pub partitions: Vec<String>,
     pub location: String,
     pub props: BTreeMap<String, String>,
+    /// `json` (JsonSerDe) or `parquet` (STORED AS PARQUET).
+    pub stored_as: String,
 }
 
 pub fn athena_dir() -> PathBuf {
@@ -117,7 +119,14 @@ pub fn parse(sql: &str) -> Vec<Table> {
             .into_iter()
             .map(|c| c.split_whitespace().next().unwrap().to_ascii_lowercase())
             .collect();
-        assert!(rest_upper.contains("ROW FORMAT SERDE 'ORG.OPENX.DATA.JSONSERDE.JSONSERDE'"));
+        let stored_as =
+            if rest_upper.contains("ROW FORMAT SERDE 'ORG.OPENX.DATA.JSONSERDE.JSONSERDE'") {
+                "json"
+            } else if rest_upper.contains("STORED AS PARQUET") {
+                "parquet"
+            } else {
+                panic!("{name}: neither JsonSerDe nor STORED AS PARQUET")
+            };
         let l = rest_upper.find("LOCATION '").expect("LOCATION");
         let loc_start = l + "LOCATION '".len();
         let location =
@@ -141,14 +150,25 @@ pub fn parse(sql: &str) -> Vec<Table> {
             partitions,
             location,
             props,
+            stored_as: stored_as.to_owned(),
         });
     }
     tables
 }
 
+/// The tables of the JSON outputs (always written).
 pub fn load_all() -> Vec<Table> {
+    load(&["resource_data_sync.sql", "snapshots.sql", "runs.sql"])
+}
+
+/// The tables of the Parquet snapshots (`OUTPUT_FORMATS=json,parquet`).
+pub fn load_parquet() -> Vec<Table> {
+    load(&["snapshots_parquet.sql"])
+}
+
+fn load(files: &[&str]) -> Vec<Table> {
     let mut out = Vec::new();
-    for f in ["resource_data_sync.sql", "snapshots.sql", "runs.sql"] {
+    for f in files {
         let sql = std::fs::read_to_string(athena_dir().join(f)).unwrap();
         out.extend(parse(&sql));
     }

@@ -203,6 +203,7 @@ impl Template {
     pub fn resolve(&self, v: &Value) -> Result<Value, HarnessError> {
         if let Some((tag, inner)) = intrinsic(v) {
             return Ok(match tag {
+                "Ref" if inner.as_str() == Some("AWS::NoValue") => Value::Null,
                 "Ref" => Value::String(self.reference(inner.as_str().unwrap_or_default())?),
                 "GetAtt" => {
                     let (res, attr) = match inner {
@@ -233,6 +234,11 @@ impl Template {
                         .to_owned();
                     let parts = match s.get(1).map(|x| self.resolve(x)).transpose()? {
                         Some(Value::Sequence(p)) => p,
+                        // A `CommaDelimitedList` parameter (kept as its text) is a list.
+                        Some(Value::String(text)) if !text.is_empty() => text
+                            .split(',')
+                            .map(|p| Value::String(p.to_owned()))
+                            .collect(),
                         _ => Vec::new(),
                     };
                     let parts: Result<Vec<String>, _> =
@@ -279,10 +285,13 @@ impl Template {
             });
         }
         Ok(match v {
+            // `!Ref AWS::NoValue` (usually behind `!If`) removes the list item, as in CloudFormation.
             Value::Sequence(s) => Value::Sequence(
                 s.iter()
-                    .map(|x| self.resolve(x))
-                    .collect::<Result<_, _>>()?,
+                    .map(|x| Ok((intrinsic(x).is_some(), self.resolve(x)?)))
+                    .filter(|r| !matches!(r, Ok((true, Value::Null))))
+                    .map(|r| r.map(|(_, x)| x))
+                    .collect::<Result<_, HarnessError>>()?,
             ),
             Value::Mapping(m) => {
                 let mut out = Mapping::new();

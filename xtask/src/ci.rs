@@ -1,5 +1,6 @@
 //! `cargo xtask ci`: the project's test command (README), run by `.ci/run` on a clean clone.
-//! fmt, clippy, cfn-lint, then every test against one shared emulator.
+//! fmt, template checks (cfn-lint, checkov, sam validate), clippy, then every test against one
+//! shared emulator.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,11 +14,21 @@ fn cargo() -> Command {
     c
 }
 
-/// A venv of pinned Python tools (cfn-lint), created once under target/.
+/// A venv of pinned Python tools (cfn-lint, aws-sam-cli), created once under target/.
 pub fn tools_venv() -> Result<PathBuf, String> {
+    pinned_venv("tools-venv", ".ci/requirements-tools.txt")
+}
+
+/// checkov's own venv: its pins conflict with aws-sam-cli's, so they cannot share one.
+pub fn checkov_venv() -> Result<PathBuf, String> {
+    pinned_venv("checkov-venv", ".ci/requirements-checkov.txt")
+}
+
+/// A venv under target/ holding exactly the pins of `requirements`, re-created when they change.
+fn pinned_venv(name: &str, requirements: &str) -> Result<PathBuf, String> {
     let root = repo_root();
-    let venv = root.join("target/tools-venv");
-    let reqs = root.join(".ci/requirements-tools.txt");
+    let venv = root.join("target").join(name);
+    let reqs = root.join(requirements);
     let stamp = venv.join(".requirements");
     let wanted = std::fs::read_to_string(&reqs).map_err(|e| format!("{}: {e}", reqs.display()))?;
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
@@ -50,6 +61,32 @@ pub fn run() -> Result<(), String> {
         Command::new(venv.join("bin/cfn-lint"))
             .current_dir(repo_root())
             .arg("template.yaml"),
+    )?;
+
+    step("sam validate --lint");
+    let mut sam = Command::new(venv.join("bin/sam"));
+    sam.current_dir(repo_root())
+        .args(["validate", "--lint", "--region", "us-east-1"])
+        .env("SAM_CLI_TELEMETRY", "0");
+    crate::local_aws_env(&mut sam);
+    crate::run(&mut sam)?;
+
+    step("checkov template.yaml");
+    // --skip-download: checkov otherwise fetches check metadata from an outside service.
+    // Every failed check must be fixed or suppressed in the template with a written reason.
+    crate::run(
+        Command::new(checkov_venv()?.join("bin/checkov"))
+            .current_dir(repo_root())
+            .env("CKV_SKIP_PACKAGE_UPDATE_CHECK", "true")
+            .args([
+                "-f",
+                "template.yaml",
+                "--framework",
+                "cloudformation",
+                "--skip-download",
+                "--quiet",
+                "--compact",
+            ]),
     )?;
 
     step("cargo clippy -D warnings");

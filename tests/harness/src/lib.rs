@@ -150,8 +150,10 @@ pub fn function_spec(
     env.insert("AWS_ENDPOINT_URL".into(), endpoint.into());
     env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
     env.insert("AWS_LAMBDA_LOG_FORMAT".into(), "JSON".into());
-    env.entry("AWS_LAMBDA_LOG_LEVEL".into())
-        .or_insert_with(|| "INFO".into());
+    let level = template
+        .function_log_level(&logical)
+        .unwrap_or_else(|| "INFO".into());
+    env.entry("AWS_LAMBDA_LOG_LEVEL".into()).or_insert(level);
     let function_name = template.physical_name(&logical)?;
     Ok(FunctionSpec {
         function_name,

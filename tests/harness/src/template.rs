@@ -376,13 +376,28 @@ impl Template {
                 .and_then(Value::as_mapping)
             {
                 for (k, v) in vars {
-                    if let Some(k) = k.as_str() {
-                        env.insert(k.to_owned(), self.resolve_str(v)?);
-                    }
+                    let Some(k) = k.as_str() else { continue };
+                    // `!Ref AWS::NoValue` removes the variable, as in CloudFormation.
+                    match self.resolve(v)? {
+                        Value::Null => env.remove(k),
+                        r => env.insert(k.to_owned(), self.resolve_str(&r)?),
+                    };
                 }
             }
         }
         Ok(env)
+    }
+
+    /// `LoggingConfig.ApplicationLogLevel` of a function (Globals as the fallback): Lambda
+    /// passes it to the runtime as `AWS_LAMBDA_LOG_LEVEL`.
+    pub fn function_log_level(&self, logical: &str) -> Option<String> {
+        let globals = self.root.get("Globals").and_then(|g| g.get("Function"));
+        [self.props(logical), globals]
+            .into_iter()
+            .flatten()
+            .find_map(|p| p.get("LoggingConfig")?.get("ApplicationLogLevel"))
+            .and_then(|v| self.resolve_str(v).ok())
+            .filter(|l| !l.is_empty())
     }
 
     /// Memory (MB) and timeout (s) of a function, with Globals as the fallback.

@@ -189,3 +189,158 @@ fn dashboard_is_valid_json_and_shows_every_function() {
         "the EMF namespace is charted"
     );
 }
+
+#[test]
+fn parameters_reach_the_functions_environment() {
+    let mut t = Template::load(&template_path()).unwrap();
+    let env = |t: &Template, f: &str| t.function_env(f).unwrap();
+    // Defaults: the first deploy is a dry run, OpsCenter is the backend, no calendar gate.
+    let r = env(&t, "ComplianceRemediatorFunction");
+    assert_eq!(r["DRY_RUN"], "true");
+    assert_eq!(r["EXEMPTION_TAG_KEY"], "autopilot:exempt");
+    assert_eq!(r["CHANGE_CALENDAR_NAME"], "");
+    assert_eq!(
+        env(&t, "IncidentResponseFunction")["INCIDENT_BACKEND"],
+        "opscenter"
+    );
+    assert!(!r.contains_key("AWS_ENDPOINT_URL"), "absent unless set");
+
+    for (p, v) in [
+        ("DryRun", "false"),
+        ("ExemptionTagKey", "team:no-patch"),
+        ("ChangeCalendarName", "prod-changes"),
+        ("IncidentBackend", "incident-manager"),
+        (
+            "IncidentResponsePlanArn",
+            "arn:aws:ssm-incidents::123456789012:response-plan/p",
+        ),
+        ("ExemptAccounts", "111111111111,222222222222"),
+        ("InventoryStaleAfterHours", "6"),
+        ("LogLevel", "DEBUG"),
+        ("LocalEndpointUrl", "http://127.0.0.1:5555"),
+    ] {
+        t.set_param(p, v);
+    }
+    let r = env(&t, "ComplianceRemediatorFunction");
+    assert_eq!(r["DRY_RUN"], "false");
+    assert_eq!(r["EXEMPTION_TAG_KEY"], "team:no-patch");
+    assert_eq!(r["CHANGE_CALENDAR_NAME"], "prod-changes");
+    let i = env(&t, "IncidentResponseFunction");
+    assert_eq!(i["INCIDENT_BACKEND"], "incident-manager");
+    assert_eq!(
+        i["INCIDENT_RESPONSE_PLAN_ARN"],
+        "arn:aws:ssm-incidents::123456789012:response-plan/p"
+    );
+    assert_eq!(i["CHANGE_CALENDAR_NAME"], "prod-changes");
+    assert_eq!(i["EXEMPT_ACCOUNTS"], "111111111111,222222222222");
+    assert_eq!(
+        env(&t, "InventoryAggregatorFunction")["STALE_AFTER_HOURS"],
+        "6"
+    );
+    for f in t.functions() {
+        assert_eq!(
+            env(&t, &f)["AWS_ENDPOINT_URL"],
+            "http://127.0.0.1:5555",
+            "{f}"
+        );
+        assert_eq!(t.function_log_level(&f).as_deref(), Some("DEBUG"), "{f}");
+    }
+}
+
+#[test]
+fn schedules_and_retention_come_from_parameters() {
+    let raw: serde_norway::Value = serde_norway::from_str(&text()).unwrap();
+    let r = &raw["Resources"];
+    let refs = |v: &serde_norway::Value, param: &str| {
+        let s = format!("{v:?}");
+        s.contains("Ref") && s.contains(param)
+    };
+    assert!(refs(
+        &r["ComplianceSweepSchedule"]["Properties"]["ScheduleExpression"],
+        "ComplianceSweepScheduleExpression"
+    ));
+    assert!(refs(
+        &r["InventoryAggregatorFunction"]["Properties"]["Events"]["Nightly"]["Properties"]["ScheduleExpression"],
+        "InventoryScheduleExpression"
+    ));
+    for rule in r["InventoryBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+        .as_sequence()
+        .unwrap()
+    {
+        assert!(
+            refs(&rule["ExpirationInDays"], "InventorySnapshotRetentionDays"),
+            "{rule:?}"
+        );
+    }
+    assert_eq!(
+        raw["Parameters"]["DryRun"]["Default"].as_str(),
+        Some("true")
+    );
+}
+
+#[test]
+fn every_checkov_suppression_gives_a_reason() {
+    let raw: serde_norway::Value = serde_norway::from_str(&text()).unwrap();
+    let mut skips = 0;
+    for (name, res) in raw["Resources"].as_mapping().unwrap() {
+        for s in res["Metadata"]["checkov"]["skip"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            skips += 1;
+            let id = s["id"].as_str().unwrap_or_default();
+            assert!(id.starts_with("CKV_"), "{name:?}: {s:?}");
+            let reason = s["comment"].as_str().unwrap_or_default();
+            assert!(
+                reason.split_whitespace().count() >= 8,
+                "{name:?} {id}: reason too thin"
+            );
+        }
+    }
+    assert!(skips > 0);
+}
+
+#[test]
+fn every_output_resolves() {
+    let t = Template::load(&template_path()).unwrap();
+    let raw: serde_norway::Value = serde_norway::from_str(&text()).unwrap();
+    let outputs = raw["Outputs"].as_mapping().unwrap();
+    for f in t.functions() {
+        assert!(outputs.contains_key(format!("{f}Name").as_str()), "{f}");
+        assert!(outputs.contains_key(format!("{f}Arn").as_str()), "{f}");
+    }
+    for (name, o) in outputs {
+        let v = t.resolve_str(&o["Value"]).unwrap();
+        assert!(!v.is_empty(), "{name:?}");
+    }
+}
+
+/// `tests/emulator/sam-local-env.json` (the `--env-vars` file of `sam local invoke`) gives each
+/// function exactly the variables the template declares, with the values `cargo xtask invoke`
+/// gives it. SAM passes only declared variables and keeps the rest at their template values,
+/// so a key missing here would silently point a local run at the wrong resource.
+#[test]
+fn sam_local_env_file_matches_the_harness_environment() {
+    let t = Template::load(&template_path()).unwrap();
+    let path = autopilot_harness::repo_root().join("tests/emulator/sam-local-env.json");
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut expected = serde_json::Map::new();
+    for f in t.functions() {
+        let env = t.function_env(&f).unwrap();
+        expected.insert(f, serde_json::to_value(env).unwrap());
+    }
+    let expected = serde_json::Value::Object(expected);
+    assert_eq!(
+        file,
+        expected,
+        "sam-local-env.json should be:\n{}",
+        serde_json::to_string_pretty(&expected).unwrap()
+    );
+    // The endpoint is a parameter (SAM would drop an undeclared variable from the file).
+    let samconfig =
+        std::fs::read_to_string(autopilot_harness::repo_root().join("samconfig.toml")).unwrap();
+    assert!(samconfig.contains("LocalEndpointUrl="), "{samconfig}");
+    assert!(samconfig.contains("tests/emulator/sam-local-env.json"));
+}

@@ -366,3 +366,65 @@ async fn a_sweep_cut_by_its_deadline_continues_without_remediating_twice() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn not_applicable_and_stopped_nodes_are_never_remediated() {
+    let env = TestEnv::new().await.unwrap();
+    seed_count(&env, 25, 40).await;
+    let candidates = noncompliant_online(&env).await;
+    let (na, stopped, normal) = (
+        candidates[0].clone(),
+        candidates[1].clone(),
+        candidates[2].clone(),
+    );
+    // Third-party patch tools report NotApplicable patches as NON_COMPLIANT items: nothing is
+    // missing on that node.
+    env.control
+        .call(
+            "POST",
+            "fleet/node",
+            Some(
+                json!({"tenant": env.tenant, "instance_id": na, "compliance": {"Patch": [
+            {"Id": "KB5040001", "Title": "KB5040001", "Severity": "LOW", "Status": "NON_COMPLIANT",
+             "Details": {"PatchState": "NotApplicable"}}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    env.control
+        .call(
+            "POST",
+            "fleet/node",
+            Some(json!({"tenant": env.tenant, "instance_id": stopped, "state": "stopped"})),
+        )
+        .await
+        .unwrap();
+    let (sb, bucket) = sandbox(&env, &policy(100, ""), &[("DRY_RUN", "false")]).await;
+    for node in [&na, &stopped] {
+        let r = invoke(&sb, &compliance_event(&env, node, "non_compliant")).await;
+        assert_eq!(r["decision"], "recorded", "{node}: {r}");
+        assert!(attempt(&env, node, "Patch").await.is_none(), "{node}");
+    }
+    assert_eq!(calls(&env, "ssm:SendCommand").await, 0);
+
+    // The sweep skips them with their reasons and patches the others.
+    let r = invoke(&sb, &sweep_event(&env)).await;
+    let rep = report(&env, &bucket, r["summary"]["reportKey"].as_str().unwrap()).await;
+    let reason = |node: &str| {
+        rep["plan"]["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["resourceId"] == node && x["complianceType"] == "Patch")
+            .map(|x| x["reason"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(reason(&na).as_deref(), Some("not-applicable-only"), "{rep}");
+    assert_eq!(
+        reason(&stopped).as_deref(),
+        Some("node-not-online"),
+        "{rep}"
+    );
+    let sent: BTreeSet<String> = commands(&env).await.into_iter().flatten().collect();
+    assert!(sent.contains(&normal), "{sent:?}");
+    assert!(!sent.contains(&na) && !sent.contains(&stopped), "{sent:?}");
+}

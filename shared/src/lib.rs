@@ -1,12 +1,19 @@
 //! Shared building blocks for the ssm-autopilot functions: typed events, configuration,
 //! AWS clients, idempotency, audit events and error mapping.
 
+#[cfg(feature = "aws")]
 pub mod audit;
+#[cfg(feature = "aws")]
 pub mod clients;
 pub mod config;
+#[cfg(feature = "aws")]
 pub mod error;
 pub mod events;
+#[cfg(feature = "aws")]
 pub mod idempotency;
+#[cfg(feature = "aws")]
 pub mod logging;
+#[cfg(feature = "aws")]
 pub mod metrics;
+#[cfg(feature = "aws")]
 pub mod params;

@@ -11,6 +11,7 @@
 
 pub mod emulator;
 pub mod policy;
+pub mod reliability;
 pub mod runtime_api;
 pub mod template;
 

@@ -1,0 +1,386 @@
+//! Product-wide reliability checks shared by every function's `tests/reliability.rs`: the
+//! hostile-input corpus through a real binary, audit-event capture, and scans of captured
+//! output for a secret. The functions' tests assert; this module only gathers facts from the
+//! emulator (counters, queues) and the sandbox (logs, peak RSS).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::{HarnessError, InvokeOptions, Sandbox, TestEnv, repo_root, template};
+
+/// One file of `tests/fixtures/malformed/`.
+pub struct HostileFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Every hostile input, in name order.
+pub fn hostile_corpus() -> Result<Vec<HostileFile>, HarnessError> {
+    let dir: PathBuf = repo_root().join("tests/fixtures/malformed");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(HarnessError::io("read the hostile corpus"))? {
+        let path = entry
+            .map_err(HarnessError::io("read the hostile corpus"))?
+            .path();
+        if !path.extension().is_some_and(|e| e == "json" || e == "txt") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(HarnessError::io("read a hostile input"))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push(HostileFile { name, bytes });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// What a function did with one hostile input.
+pub struct HostileOutcome {
+    pub file: String,
+    /// The Lambda `errorType`, or `None` when the function accepted the input.
+    pub error_type: Option<String>,
+    pub error_message: String,
+}
+
+/// The corpus through one sandbox.
+pub struct HostileRun {
+    pub outcomes: Vec<HostileOutcome>,
+    /// Requests the tenant made to AWS while the corpus ran, by operation (non-zero only).
+    pub aws_calls: BTreeMap<String, u64>,
+    /// VmHWM of the sandbox after the corpus.
+    pub peak_rss_kib: Option<u64>,
+    /// The same process still answered an invocation after the last input.
+    pub answered_after: bool,
+}
+
+/// Calls per operation of the tenant, from the emulator's counters.
+pub async fn call_counts(env: &TestEnv) -> Result<BTreeMap<String, u64>, HarnessError> {
+    let c = env.control.counters(&env.tenant).await?;
+    let root = c.get("counters").unwrap_or(&c);
+    Ok(root
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(op, v)| (op.clone(), v["calls"].as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Calls made between two [`call_counts`] snapshots, non-zero operations only.
+pub fn calls_between(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.get(op).copied().unwrap_or(0).min(*n)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// Sends every hostile input to `sb` (already initialised) and records the outcome, the AWS
+/// calls it caused, memory, and whether the sandbox survived.
+pub async fn run_hostile_corpus(env: &TestEnv, sb: &Sandbox) -> Result<HostileRun, HarnessError> {
+    let corpus = hostile_corpus()?;
+    let before = call_counts(env).await?;
+    let mut outcomes = Vec::new();
+    for file in &corpus {
+        let inv = sb.invoke(&file.bytes, InvokeOptions::default()).await?;
+        let (error_type, error_message) = match inv.outcome {
+            Ok(_) => (None, String::new()),
+            Err(e) => (Some(e.error_type), e.error_message),
+        };
+        outcomes.push(HostileOutcome {
+            file: file.name.clone(),
+            error_type,
+            error_message,
+        });
+    }
+    let after = call_counts(env).await?;
+    let peak_rss_kib = sb.peak_rss_kib();
+    // `{}` is rejected without AWS calls too: it proves the process still serves requests.
+    let answered_after = sb
+        .invoke(b"{}", InvokeOptions::default())
+        .await
+        .is_ok_and(|i| i.outcome.is_err());
+    Ok(HostileRun {
+        outcomes,
+        aws_calls: calls_between(&before, &after),
+        peak_rss_kib,
+        answered_after,
+    })
+}
+
+/// Every audit event published on the template's audit bus, collected through an SQS queue
+/// of the test's own (the bus is shared by all tests: filter on what the test controls).
+pub struct AuditCapture {
+    queue_url: String,
+}
+
+impl AuditCapture {
+    pub async fn start(env: &TestEnv, source: &str) -> Result<Self, HarnessError> {
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
+        let queue_name = format!("audit-capture-{suffix}");
+        let created = env
+            .control
+            .aws_json("AmazonSQS.CreateQueue", json!({"QueueName": queue_name}))
+            .await?;
+        let queue_url = created["QueueUrl"]
+            .as_str()
+            .ok_or_else(|| HarnessError::Emulator(format!("CreateQueue: {created}")))?
+            .to_owned();
+        let bus = env.template.physical_name("AuditBus")?;
+        let sdk = env.sdk().await;
+        let events = aws_sdk_eventbridge::Client::new(&sdk);
+        let rule = format!("audit-capture-{suffix}");
+        let fail = |e: String| HarnessError::Emulator(format!("audit capture rule: {e}"));
+        events
+            .put_rule()
+            .event_bus_name(&bus)
+            .name(&rule)
+            .event_pattern(json!({ "source": [source] }).to_string())
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let target = aws_sdk_eventbridge::types::Target::builder()
+            .id("queue")
+            .arn(format!(
+                "arn:aws:sqs:{}:{}:{queue_name}",
+                template::REGION,
+                template::ACCOUNT
+            ))
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        events
+            .put_targets()
+            .event_bus_name(&bus)
+            .rule(&rule)
+            .targets(target)
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Self { queue_url })
+    }
+
+    /// Every event delivered so far (each as its full EventBridge envelope).
+    pub async fn drain(&self, env: &TestEnv) -> Result<Vec<Value>, HarnessError> {
+        let mut out = Vec::new();
+        loop {
+            let r = env
+                .control
+                .aws_json(
+                    "AmazonSQS.ReceiveMessage",
+                    json!({"QueueUrl": self.queue_url, "MaxNumberOfMessages": 10,
+                           "VisibilityTimeout": 600, "WaitTimeSeconds": 0}),
+                )
+                .await?;
+            let msgs = r["Messages"].as_array().cloned().unwrap_or_default();
+            if msgs.is_empty() {
+                return Ok(out);
+            }
+            for m in msgs {
+                let body = m["Body"].as_str().unwrap_or_default();
+                out.push(serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())));
+            }
+        }
+    }
+}
+
+/// Stores `value` as a SecureString under `name` (a name of the test's own: Parameter Store
+/// in the emulator is shared by all tests).
+pub async fn put_secure_string(env: &TestEnv, name: &str, value: &str) -> Result<(), HarnessError> {
+    let sdk = env.sdk().await;
+    aws_sdk_ssm::Client::new(&sdk)
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .map_err(|e| {
+            HarnessError::Emulator(format!(
+                "PutParameter {name}: {}",
+                aws_sdk_ssm::error::DisplayErrorContext(&e)
+            ))
+        })?;
+    Ok(())
+}
+
+/// The lines (or serialised events) that contain `secret`.
+pub fn leaks<'a>(texts: impl IntoIterator<Item = &'a str>, secret: &str) -> Vec<String> {
+    texts
+        .into_iter()
+        .filter(|t| t.contains(secret))
+        .map(|t| t.chars().take(300).collect())
+        .collect()
+}
+
+/// Waits until `n` audit events arrived (EventBridge → SQS delivery is asynchronous).
+pub async fn drain_at_least(
+    capture: &AuditCapture,
+    env: &TestEnv,
+    n: usize,
+) -> Result<Vec<Value>, HarnessError> {
+    let mut all = Vec::new();
+    for _ in 0..50 {
+        all.extend(capture.drain(env).await?);
+        if all.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(all)
+}
+
+/// What a secret scan saw.
+pub struct SecretScan {
+    pub invocations: usize,
+    pub log_lines: usize,
+    pub audit_events: usize,
+    /// Log lines, audit events and responses/errors that contain the secret.
+    pub leaks: Vec<String>,
+}
+
+/// One secret scan: `binary` runs with its configuration document `param_env` pointing at a
+/// SecureString that holds `document` (which contains `secret`), at DEBUG log level.
+pub struct SecretCase<'a> {
+    pub binary: &'a str,
+    pub path: &'a std::path::Path,
+    pub param_env: &'a str,
+    pub document: &'a str,
+    pub secret: &'a str,
+    pub audit_source: &'a str,
+    pub events: &'a [Value],
+}
+
+/// Sends the case's events, then scans every log line, every audit event of the case's source
+/// and every response or error for the secret.
+pub async fn scan_for_secret(
+    env: &TestEnv,
+    case: &SecretCase<'_>,
+) -> Result<SecretScan, HarnessError> {
+    let SecretCase {
+        binary,
+        path,
+        param_env,
+        document,
+        secret,
+        audit_source,
+        events,
+    } = *case;
+    let name = format!(
+        "/autopilot-test/{}/{param_env}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    put_secure_string(env, &name, document).await?;
+    let capture = AuditCapture::start(env, audit_source).await?;
+    let mut spec = env.function(binary, path)?;
+    spec.env.insert(param_env.to_owned(), name);
+    spec.env
+        .insert("AWS_LAMBDA_LOG_LEVEL".to_owned(), "DEBUG".to_owned());
+    let sb = Sandbox::spawn(spec).await?;
+    sb.init_duration().await?;
+    let mut responses = Vec::new();
+    for ev in events {
+        let bytes = serde_json::to_vec(ev).map_err(|e| HarnessError::Emulator(e.to_string()))?;
+        let inv = sb.invoke(&bytes, InvokeOptions::default()).await?;
+        responses.push(match inv.outcome {
+            Ok(v) => v.to_string(),
+            Err(e) => format!("{}: {}", e.error_type, e.error_message),
+        });
+    }
+    // Audit events from other tests share the bus; the scan covers them all, which only makes
+    // it stricter.
+    let audit: Vec<String> = drain_at_least(&capture, env, events.len())
+        .await?
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    let logs = sb.logs();
+    let mut found = leaks(logs.iter().map(String::as_str), secret);
+    found.extend(leaks(audit.iter().map(String::as_str), secret));
+    found.extend(leaks(responses.iter().map(String::as_str), secret));
+    Ok(SecretScan {
+        invocations: events.len(),
+        log_lines: logs.len(),
+        audit_events: audit.len(),
+        leaks: found,
+    })
+}
+
+/// Peak RSS a function may reach over the whole hostile corpus (it holds at most one 1.1 MB
+/// input at a time; the bench measures ~11 MB for the samples).
+pub const HOSTILE_RSS_LIMIT_KIB: u64 = 64 * 1024;
+
+impl HostileRun {
+    /// Everything that breaks the hostile-input contract; empty when it holds.
+    pub fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for o in &self.outcomes {
+            match &o.error_type {
+                None => v.push(format!("{}: accepted", o.file)),
+                Some(t) if t.is_empty() => v.push(format!("{}: untyped error", o.file)),
+                Some(_) if o.error_message.chars().count() > 4096 => {
+                    v.push(format!("{}: unbounded error message", o.file))
+                }
+                Some(_) => {}
+            }
+        }
+        if !self.aws_calls.is_empty() {
+            v.push(format!("AWS calls during the corpus: {:?}", self.aws_calls));
+        }
+        match self.peak_rss_kib {
+            Some(k) if k > HOSTILE_RSS_LIMIT_KIB => v.push(format!("peak RSS {k} KiB")),
+            Some(_) => {}
+            None => v.push("peak RSS unreadable (sandbox gone?)".to_owned()),
+        }
+        if !self.answered_after {
+            v.push("the sandbox did not survive the corpus".to_owned());
+        }
+        v
+    }
+}
+
+/// A 12-digit account of the test's own, derived from its tenant, so ledger keys and dedup
+/// strings never collide with another test's in the shared DynamoDB.
+pub fn test_account(env: &TestEnv) -> String {
+    let digits: String = env
+        .tenant
+        .bytes()
+        .map(|b| char::from(b'0' + b % 10))
+        .collect();
+    digits[digits.len().saturating_sub(12)..].to_owned()
+}
+
+/// Every sample of `events/<function>/` as a fresh delivery: new event id, the test's account.
+pub fn fresh_samples(env: &TestEnv, function: &str) -> Result<Vec<(String, Value)>, HarnessError> {
+    let dir = repo_root().join("events").join(function);
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(HarnessError::io("read the samples"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for p in names {
+        let bytes = std::fs::read(&p).map_err(HarnessError::io("read a sample"))?;
+        let mut v: Value =
+            serde_json::from_slice(&bytes).map_err(|e| HarnessError::Emulator(e.to_string()))?;
+        v["id"] = json!(uuid::Uuid::new_v4().to_string());
+        v["account"] = json!(test_account(env));
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push((name, v));
+    }
+    Ok(out)
+}

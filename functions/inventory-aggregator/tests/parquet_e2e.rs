@@ -257,6 +257,17 @@ async fn parquet_snapshots_hold_exactly_the_json_rows() {
     let (sb, _) = sandbox(&env, &v).await;
     let invocations = run_to_completion(&sb, event, Some(Duration::from_secs(4))).await;
     assert!(invocations > 1, "the run was not cut");
+    let size = |ext: &str| -> usize {
+        objs.iter()
+            .filter(|(k, _)| k.starts_with("snapshots") && k.ends_with(ext))
+            .map(|(_, v)| v.len())
+            .sum()
+    };
+    eprintln!(
+        "snapshots: json {} bytes, parquet {} bytes; cut run took {invocations} invocations",
+        size(".json"),
+        size(".parquet")
+    );
     let cut_objs = objects(&env, &bucket, &cut).await;
     let parquet = |o: &BTreeMap<String, Vec<u8>>| -> BTreeMap<String, Vec<u8>> {
         o.iter()

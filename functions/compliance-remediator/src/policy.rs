@@ -159,10 +159,10 @@ impl Policy {
                 }
             }
         }
-        if self.calendar().is_none() {
-            if let Some(c) = d.change_calendar.as_deref().filter(|c| !c.is_empty()) {
-                self.change_calendar = c.to_owned();
-            }
+        if self.calendar().is_none()
+            && let Some(c) = d.change_calendar.as_deref().filter(|c| !c.is_empty())
+        {
+            self.change_calendar = c.to_owned();
         }
         self
     }

@@ -32,6 +32,8 @@ pub struct Config {
     pub idempotency_expiry: Duration,
     /// Parquet snapshots besides the JSON ones (`OUTPUT_FORMATS` includes `parquet`).
     pub parquet: Option<ParquetOutput>,
+    /// Accounts/regions to collect (empty: this account and region, own credentials).
+    pub targets: Vec<crate::targets::Target>,
 }
 
 /// Parquet snapshot files: each holds this many consecutive JSON snapshot parts (pages of
@@ -82,6 +84,23 @@ impl Config {
     }
 
     pub fn from_source<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let region = env
+            .optional("AWS_REGION")
+            .unwrap_or_else(|| "us-east-1".into());
+        let account_id = env.optional("ACCOUNT_ID");
+        let targets = crate::targets::parse(
+            env.optional("TARGETS").as_deref(),
+            &env.list("TARGET_ACCOUNTS"),
+            &env.list("TARGET_REGIONS"),
+            env.optional("TARGET_ROLE_NAME").as_deref(),
+            &env.optional("PARTITION").unwrap_or_else(|| "aws".into()),
+            &region,
+            account_id.as_deref(),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            name: "TARGETS",
+            reason: e.to_string(),
+        })?;
         let prefix = env
             .optional("OUTPUT_PREFIX")
             .unwrap_or_else(|| "inventory".into())
@@ -96,10 +115,9 @@ impl Config {
             audit_bus: env.required("AUDIT_BUS_NAME")?,
             bucket: env.required("INVENTORY_BUCKET")?,
             prefix,
-            region: env
-                .optional("AWS_REGION")
-                .unwrap_or_else(|| "us-east-1".into()),
-            account_id: env.optional("ACCOUNT_ID"),
+            region,
+            account_id,
+            targets,
             type_concurrency: env.parsed::<usize>("TYPE_CONCURRENCY", 4)?.max(1),
             max_concurrency: env.parsed::<usize>("MAX_CONCURRENCY", 32)?.max(1),
             entries_types: env.list("ENTRIES_TYPES"),

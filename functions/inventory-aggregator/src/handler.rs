@@ -34,6 +34,8 @@ pub struct Deps {
     pub idempotency: IdempotencyStore,
     pub audit: AuditEmitter,
     pub events: aws_sdk_eventbridge::Client,
+    /// Base configuration of the per-target clients (assumed role, target region).
+    pub sdk: aws_config::SdkConfig,
 }
 
 impl Deps {
@@ -54,8 +56,33 @@ impl Deps {
                 "ssm-autopilot.inventory-aggregator",
             ),
             events: clients::eventbridge(sdk),
+            sdk: sdk.clone(),
             config,
         }
+    }
+
+    /// The SSM reader of a run: the function's own client, or one in the target's region with
+    /// the target's role (assumed by aws-config, which refreshes the session as it expires).
+    async fn inventory_for(&self, spec: &RunSpec) -> Option<Inventory> {
+        if spec.role_arn.is_none() && spec.region == self.config.region {
+            return None;
+        }
+        let region = aws_config::Region::new(spec.region.clone());
+        let mut builder = self.sdk.to_builder().region(region.clone());
+        if let Some(arn) = &spec.role_arn {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(arn)
+                .session_name("ssm-autopilot-inventory")
+                .region(region)
+                .configure(&self.sdk)
+                .build()
+                .await;
+            builder = builder.credentials_provider(
+                aws_sdk_ssm::config::SharedCredentialsProvider::new(provider),
+            );
+        }
+        Some(Inventory::new(autopilot_shared::clients::ssm(
+            &builder.build(),
+        )))
     }
 }
 
@@ -78,6 +105,9 @@ pub struct Response {
     /// The event that continues the run (also published to the audit bus).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuation: Option<Value>,
+    /// With targets: the events that start each target's run (published to the audit bus).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dispatched: Vec<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -88,7 +118,16 @@ pub async fn handle(
 ) -> Result<Response, InventoryError> {
     let mut metrics = Metrics::start("inventory-aggregator");
     metrics.property("requestId", event.context.request_id.clone());
-    let result = handle_event(deps, event, &mut metrics).await;
+    // Filled in once the event is classified; instrumenting (not entering) keeps the span on
+    // every log line across awaits, the early ones included.
+    let span = tracing::info_span!(
+        "event",
+        event_id = tracing::field::Empty,
+        detail_type = tracing::field::Empty,
+        kind = tracing::field::Empty,
+        run_id = tracing::field::Empty
+    );
+    let result = Box::pin(handle_event(deps, event, &mut metrics).instrument(span)).await;
     match &result {
         Ok(r) if r.replayed => metrics.count("DuplicateSuppressed"),
         Ok(r) => match r.status.as_str() {
@@ -96,8 +135,8 @@ pub async fn handle(
                 metrics.count("RunsCompleted");
                 if let Some(s) = &r.summary {
                     for (k, name) in [
-                        ("nodes", "Nodes"),
-                        ("rows", "Rows"),
+                        ("nodes", "NodesCollected"),
+                        ("rows", "RowsWritten"),
                         ("staleNodes", "StaleNodes"),
                     ] {
                         metrics.add(name, s.get(k).and_then(Value::as_f64).unwrap_or(0.0));
@@ -136,6 +175,10 @@ async fn handle_event(
     metrics.event_kind(ev.kind());
     let event_id = ev.id().unwrap_or_default().to_owned();
     metrics.property("eventId", event_id.clone());
+    let span = tracing::Span::current();
+    span.record("event_id", event_id.as_str());
+    span.record("detail_type", ev.detail_type());
+    span.record("kind", ev.kind());
     let ignored = |reason: &str| Response {
         event_id: event_id.clone(),
         kind: ev.kind().to_owned(),
@@ -145,6 +188,7 @@ async fn handle_event(
         manifest_key: None,
         summary: None,
         continuation: None,
+        dispatched: Vec::new(),
         reason: Some(reason.to_owned()),
     };
     let spec = match &ev {
@@ -161,9 +205,55 @@ async fn handle_event(
         tracing::info!(decision = "ignored", "not an inventory trigger");
         return Ok(ignored("not an inventory aggregation trigger"));
     };
-    let span =
-        tracing::info_span!("run", event_id = %event_id, run_id = %spec.run_id, kind = ev.kind());
-    Box::pin(process(deps, &ev, raw, &event.context, event_id.clone(), spec).instrument(span)).await
+    let continuing =
+        matches!(&ev, AutopilotEvent::Request(e) if e.detail.extra.contains_key("continuation"));
+    if !continuing && !deps.config.targets.is_empty() {
+        let time = ev.time().ok_or(InventoryError::MissingContext("time"))?;
+        return process(deps, raw, &event.context, event_id.clone(), || {
+            dispatch(deps, &spec, time, &event_id, ev.kind())
+        })
+        .await;
+    }
+    span.record("run_id", spec.run_id.as_str());
+    let (context, id, kind) = (&event.context, event_id.clone(), ev.kind());
+    process(deps, raw, context, event_id.clone(), || {
+        step(deps, &spec, context, &id, kind)
+    })
+    .await
+}
+
+/// A trigger with targets: one run per target, each started by its own event on the audit
+/// bus, so every target checkpoints and continues on its own.
+async fn dispatch(
+    deps: &Deps,
+    trigger: &RunSpec,
+    time: chrono::DateTime<chrono::Utc>,
+    event_id: &str,
+    kind: &str,
+) -> Result<Response, InventoryError> {
+    let mut dispatched = Vec::new();
+    for target in &deps.config.targets {
+        let spec = RunSpec::for_target(&trigger.trigger_id, time, target, trigger.reason.clone());
+        publish_continuation(deps, &spec).await?;
+        dispatched.push(continuation_event(&spec, 0));
+    }
+    tracing::info!(
+        decision = "dispatched",
+        targets = dispatched.len(),
+        "one run per target"
+    );
+    Ok(Response {
+        event_id: event_id.to_owned(),
+        kind: kind.to_owned(),
+        replayed: false,
+        status: "dispatched".into(),
+        run_id: None,
+        manifest_key: None,
+        summary: None,
+        continuation: None,
+        dispatched,
+        reason: None,
+    })
 }
 
 fn spec_for(
@@ -192,14 +282,16 @@ fn spec_for(
     ))
 }
 
-async fn process(
+async fn process<Fut>(
     deps: &Deps,
-    ev: &AutopilotEvent,
     raw: &[u8],
     context: &lambda_runtime::Context,
     event_id: String,
-    spec: RunSpec,
-) -> Result<Response, InventoryError> {
+    work: impl FnOnce() -> Fut,
+) -> Result<Response, InventoryError>
+where
+    Fut: Future<Output = Result<Response, InventoryError>>,
+{
     // The destination is part of the key: the same trigger aggregated into another
     // bucket/prefix is another run.
     let key = IdempotencyKey::new(
@@ -209,9 +301,7 @@ async fn process(
     );
     let run = deps
         .idempotency
-        .execute(&key, context.deadline(), || {
-            step(deps, &spec, context, &event_id, ev.kind())
-        })
+        .execute(&key, context.deadline(), work)
         .await;
     match run {
         Ok(exec) => {
@@ -242,12 +332,14 @@ async fn step(
     let scope = scope_of(&deps.config.prefix, spec);
     let pk = Checkpoints::key(&deps.config.destination(), &spec.run_id);
     let deadline_ms = ms(context.deadline());
+    let own = deps.inventory_for(spec).await;
+    let inventory = own.as_ref().unwrap_or(&deps.inventory);
     let mut state = deps
         .checkpoints
         .claim(
             &pk,
             spec,
-            async || deps.inventory.types().await,
+            async || inventory.types().await,
             &context.request_id,
             deadline_ms,
         )
@@ -261,6 +353,7 @@ async fn step(
         manifest_key: Some(scope.manifest_key()),
         summary: None,
         continuation: None,
+        dispatched: Vec::new(),
         reason: None,
     };
     if state.status == STATUS_COMPLETE {
@@ -281,7 +374,7 @@ async fn step(
         );
     }
     let stop_at = deadline_ms - deps.config.checkpoint_margin.as_millis() as i64;
-    let done = match collect(deps, &scope, &pk, &mut state, stop_at).await {
+    let done = match collect(deps, inventory, &scope, &pk, &mut state, stop_at).await {
         Ok(done) => done,
         Err(e) => {
             // Give the run back so Lambda's retry resumes from the checkpoint at once, instead

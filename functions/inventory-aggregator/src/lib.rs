@@ -19,5 +19,6 @@ pub mod parquet_snapshot;
 pub mod plan;
 pub mod run;
 pub mod store;
+pub mod targets;
 
 pub use handler::{Deps, handle};

@@ -20,6 +20,9 @@ pub struct RunSpec {
     pub region: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Role assumed to read this account's inventory (`None`: the function's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
 }
 
 impl RunSpec {
@@ -41,6 +44,23 @@ impl RunSpec {
             account_id: account_id.to_owned(),
             region: region.to_owned(),
             reason,
+            role_arn: None,
+        }
+    }
+
+    /// The run of one target of a multi-target trigger: its own id (the target is part of
+    /// the hash), so each target has its own checkpoint, continuation and manifest.
+    pub fn for_target(
+        trigger_id: &str,
+        scheduled: DateTime<Utc>,
+        target: &crate::targets::Target,
+        reason: Option<String>,
+    ) -> Self {
+        let key = format!("{trigger_id}|{}|{}", target.account_id, target.region);
+        Self {
+            trigger_id: trigger_id.to_owned(),
+            role_arn: target.role_arn.clone(),
+            ..Self::new(&key, scheduled, &target.account_id, &target.region, reason)
         }
     }
 }

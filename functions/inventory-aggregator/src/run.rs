@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::checkpoint::{RunState, now_ms};
+use crate::collect::Inventory;
 use crate::error::InventoryError;
 use crate::handler::Deps;
 use crate::layout::{Scope, ndjson, rds_row, snapshot_row};
@@ -43,6 +44,7 @@ pub fn scope_of(prefix: &str, spec: &RunSpec) -> Scope {
 /// Collects until every type is done (`true`) or `stop_at_ms` is reached (`false`).
 pub async fn collect(
     deps: &Deps,
+    inventory: &Inventory,
     scope: &Scope,
     pk: &str,
     state: &mut RunState,
@@ -56,7 +58,7 @@ pub async fn collect(
         .filter(|(_, c)| !c.done)
         .collect();
     let results: Vec<(String, TypeCursor)> = stream::iter(pending)
-        .map(|(t, c)| collect_type(deps, scope, pk, t, c, stop_at_ms, sem.clone()))
+        .map(|(t, c)| collect_type(deps, inventory, scope, pk, t, c, stop_at_ms, sem.clone()))
         .buffer_unordered(deps.config.type_concurrency)
         .try_collect()
         .await?;
@@ -69,8 +71,10 @@ pub async fn collect(
         .all(|(t, _)| state.cursors.get(t).is_some_and(|c| c.done)))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn collect_type(
     deps: &Deps,
+    inventory: &Inventory,
     scope: &Scope,
     pk: &str,
     type_name: String,
@@ -83,8 +87,7 @@ async fn collect_type(
         if now_ms() >= stop_at_ms {
             break;
         }
-        let page = deps
-            .inventory
+        let page = inventory
             .page(&type_name, cursor.next_token.clone(), inline)
             .await?;
         // `buffered` keeps page order, so the snapshot part's bytes are deterministic.
@@ -97,8 +100,7 @@ async fn collect_type(
                     let (rows, capture, version) = match item.rows {
                         Some(rows) => (rows, item.capture_time, item.schema_version),
                         None => {
-                            let (rows, c, v) =
-                                deps.inventory.entries(&item.node, type_name).await?;
+                            let (rows, c, v) = inventory.entries(&item.node, type_name).await?;
                             let capture = if item.capture_time.is_empty() {
                                 c.unwrap_or_default()
                             } else {
@@ -333,28 +335,32 @@ pub async fn finalize(
     stale.sort();
     stale.dedup();
 
-    // The previous manifested run of this destination: manifests sort by run time.
+    // The previous manifested run of this destination and account/region (with targets, the
+    // runs of other targets share the manifests folder): manifests sort by run time.
     let own = scope.manifest_key();
-    let previous_key = deps
+    let mut earlier: Vec<String> = deps
         .store
         .list(&scope.manifests_prefix())
         .await?
         .into_iter()
         .filter(|k| k.ends_with("/manifest.json") && k.as_str() < own.as_str())
-        .max();
-    let previous: Option<Manifest> =
-        match &previous_key {
-            Some(k) => match deps.store.get(k).await? {
-                Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
-                    InventoryError::CorruptObject {
-                        key: k.clone(),
-                        reason: e.to_string(),
-                    }
-                })?),
-                None => None,
-            },
-            None => None,
+        .collect();
+    earlier.sort();
+    let mut previous: Option<Manifest> = None;
+    while let Some(k) = earlier.pop() {
+        let Some(bytes) = deps.store.get(&k).await? else {
+            continue;
         };
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| InventoryError::CorruptObject {
+                key: k.clone(),
+                reason: e.to_string(),
+            })?;
+        if m.account_id == scope.account_id && m.region == scope.region {
+            previous = Some(m);
+            break;
+        }
+    }
     let mut summary = DiffSummary {
         previous_run_id: previous.as_ref().map(|m| m.run_id.clone()),
         key: scope.diff_key(),

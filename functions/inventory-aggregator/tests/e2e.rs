@@ -615,3 +615,147 @@ async fn thirty_percent_throttling_gives_identical_output() {
         &objects(&env, &bucket, &stormy).await,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn targets_are_read_through_assumed_roles_into_one_bucket() {
+    let env = TestEnv::new().await.unwrap();
+    // The emulator gives sessions of an assumed role the tenant `<RoleArn>@<region>`.
+    let targets = [
+        (
+            format!("arn:aws:iam::111111111111:role/{}", uniq("reader")),
+            "111111111111",
+            "us-east-1",
+            30,
+        ),
+        (
+            format!("arn:aws:iam::222222222222:role/{}", uniq("reader")),
+            "222222222222",
+            "eu-west-1",
+            60,
+        ),
+    ];
+    for (i, (role, _, region, count)) in targets.iter().enumerate() {
+        env.control
+            .seed_fleet(
+                json!({"tenant": format!("{role}@{region}"), "count": count, "seed": 20 + i}),
+            )
+            .await
+            .unwrap();
+    }
+    let targets_json = json!(
+        targets
+            .iter()
+            .map(|(role, _, region, _)| json!({"roleArn": role, "region": region}))
+            .collect::<Vec<_>>()
+    )
+    .to_string();
+    let prefix = uniq("targets");
+    let (sb, bucket) = sandbox(
+        &env,
+        &[
+            ("OUTPUT_PREFIX", &prefix),
+            ("TARGETS", &targets_json),
+            ("CHECKPOINT_MARGIN_SECONDS", "2"),
+        ],
+    )
+    .await;
+    let first = sb
+        .invoke(
+            &trigger(&uuid::Uuid::new_v4().to_string(), &now_rfc(0)),
+            InvokeOptions::default(),
+        )
+        .await
+        .unwrap()
+        .outcome
+        .unwrap();
+    assert_eq!(first["status"], "dispatched", "{first}");
+    let dispatched = first["dispatched"].as_array().unwrap().clone();
+    assert_eq!(dispatched.len(), 2);
+
+    // The first target in one invocation; the second cut by ~1 s deadlines into
+    // continuations, each resuming that target's own checkpoint.
+    let a = run_to_completion(
+        &sb,
+        dispatched[0].to_string().into_bytes(),
+        InvokeOptions::default,
+    )
+    .await;
+    assert_eq!(a.len(), 1);
+    let b = run_to_completion(&sb, dispatched[1].to_string().into_bytes(), || {
+        InvokeOptions {
+            deadline_in: Some(Duration::from_secs(3)),
+            ..Default::default()
+        }
+    })
+    .await;
+    assert!(b.len() > 1, "the second target continued over invocations");
+
+    let objs = objects(&env, &bucket, &prefix).await;
+    let mut rds = 0;
+    for (role, account, region, count) in &targets {
+        let tenant = format!("{role}@{region}");
+        let state = env.control.state("inventory", &tenant).await.unwrap();
+        let inv = state["Inventory"].as_object().unwrap();
+        assert_eq!(inv.len(), *count as usize);
+        for (node, types) in inv {
+            for (tname, item) in types.as_object().unwrap() {
+                let key = format!(
+                    "{tname}/accountid={account}/region={region}/resourcetype=ManagedInstanceInventory/{node}.json"
+                );
+                let got = objs.get(&key).unwrap_or_else(|| panic!("missing {key}"));
+                assert!(*got == expected_rds_bytes(node, item), "{key} differs");
+                rds += 1;
+            }
+        }
+        // Read with the assumed role's session (its tenant), not the function's own keys.
+        assert!(
+            env.control
+                .calls(&tenant, "ssm:GetInventory")
+                .await
+                .unwrap()
+                > 0
+        );
+    }
+    assert_eq!(
+        objs.keys()
+            .filter(|k| k.contains("/resourcetype=ManagedInstanceInventory/"))
+            .count(),
+        rds,
+        "no other Resource Data Sync objects"
+    );
+    assert_eq!(
+        env.control
+            .calls(&env.tenant, "ssm:GetInventory")
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        env.control
+            .calls(&env.tenant, "sts:AssumeRole")
+            .await
+            .unwrap()
+            >= 2
+    );
+    // One manifest per target run, each naming its account and region.
+    let mut manifests: Vec<(String, String, u64)> = objs
+        .iter()
+        .filter(|(k, _)| k.ends_with("/manifest.json"))
+        .map(|(_, v)| {
+            let m: Value = serde_json::from_slice(v).unwrap();
+            (
+                m["accountId"].as_str().unwrap().to_owned(),
+                m["region"].as_str().unwrap().to_owned(),
+                m["nodeCount"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    manifests.sort();
+    assert_eq!(
+        manifests,
+        vec![
+            ("111111111111".into(), "us-east-1".into(), 30),
+            ("222222222222".into(), "eu-west-1".into(), 60)
+        ]
+    );
+}

@@ -44,6 +44,29 @@ def _read_body(environ):
     return body
 
 
+_ASSUMED = {}
+
+
+def assumed_role_tenant(akid, region):
+    """Tenant of a request. Temporary keys that moto's STS AssumeRole minted (`ASIA…`) map to
+    `<RoleArn>@<region>`, so a test can seed the fleet a role's sessions will see in a region
+    before any session exists (each AssumeRole call mints a new random key)."""
+    if not akid.startswith("ASIA"):
+        return akid
+    role = _ASSUMED.get(akid)
+    if role is None:
+        from moto.sts.models import sts_backends
+        for by_partition in list(sts_backends.values()):
+            for backend in list(by_partition.values()):
+                found = backend.get_assumed_role_from_access_key(akid)
+                if found is not None:
+                    role = _ASSUMED[akid] = found.role_arn
+                    break
+            if role is not None:
+                break
+    return f"{role}@{region}" if role else akid
+
+
 class EmulatorApp:
     def __init__(self):
         self.moto = DomainDispatcherApplication(create_backend_app)
@@ -56,6 +79,7 @@ class EmulatorApp:
             return [data]
         body = _read_body(environ)
         akid, region, service = parse_credential(environ, environ.get("QUERY_STRING", ""))
+        akid = assumed_role_tenant(akid, region)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if service is None and target.startswith("AmazonSSM."):
             service = "ssm"

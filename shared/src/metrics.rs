@@ -4,7 +4,7 @@
 //! Every function uses the same namespace and dimension names, so one dashboard shows all.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde_json::{Map, Value, json};
 
@@ -12,8 +12,29 @@ pub const NAMESPACE: &str = "SsmAutopilot";
 /// Dimension names shared by every function.
 pub const DIM_FUNCTION: &str = "Function";
 pub const DIM_EVENT_KIND: &str = "EventKind";
+/// Throttling responses the SDK retried during the invocation.
+pub const THROTTLES_RETRIED: &str = "ThrottlesRetried";
+/// S3 objects written during the invocation (inventory layout, snapshots, reports).
+pub const OBJECTS_WRITTEN: &str = "ObjectsWritten";
 
 static WARM: AtomicBool = AtomicBool::new(false);
+/// Throttling responses seen by the SDK clients since the last flush (see
+/// [`crate::clients::ThrottleObserver`]). Process-wide is per invocation: a sandbox runs one
+/// invocation at a time, and throttles during init land in the first invocation.
+static THROTTLES: AtomicU64 = AtomicU64::new(0);
+
+/// S3 objects written since the last flush.
+static OBJECTS: AtomicU64 = AtomicU64::new(0);
+
+pub fn record_object_written() {
+    OBJECTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts one throttling response. The SDK retries it while attempts remain; the last one of
+/// an exhausted call also surfaces as the function's `Throttled` error metric.
+pub fn record_throttle() {
+    THROTTLES.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Figures of one invocation, flushed once at its end.
 #[derive(Debug)]
@@ -91,9 +112,18 @@ impl Metrics {
         lines
     }
 
-    /// Writes the EMF lines to stdout.
-    pub fn flush(self) {
+    /// Writes the EMF lines to stdout, with the throttles the SDK retried and the objects
+    /// written since the last flush.
+    pub fn flush(mut self) {
         use std::io::Write;
+        let throttles = THROTTLES.swap(0, Ordering::Relaxed);
+        if throttles > 0 {
+            self.add(THROTTLES_RETRIED, throttles as f64);
+        }
+        let objects = OBJECTS.swap(0, Ordering::Relaxed);
+        if objects > 0 {
+            self.add(OBJECTS_WRITTEN, objects as f64);
+        }
         let now = chrono::Utc::now().timestamp_millis();
         let mut out = std::io::stdout().lock();
         for line in self.render(now) {

@@ -2,11 +2,13 @@
 //! report and audit.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use autopilot_shared::audit::{AuditEmitter, AuditEvent};
 use autopilot_shared::error::ErrorKind;
 use autopilot_shared::events::{AutopilotEvent, classify};
 use autopilot_shared::idempotency::{GuardError, IdempotencyKey, IdempotencyStore};
+use autopilot_shared::metrics::Metrics;
 use autopilot_shared::params::ParameterCache;
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
@@ -98,6 +100,9 @@ pub struct Summary {
     pub nodes_scanned: usize,
     pub nodes_online: usize,
     pub nodes_not_online: usize,
+    /// Distinct nodes with at least one NON_COMPLIANT finding.
+    #[serde(default)]
+    pub nodes_non_compliant: usize,
     pub findings: usize,
     pub planned_targets: usize,
     pub planned_nodes: usize,
@@ -148,17 +153,25 @@ struct Ctx<'a> {
     region: String,
     now: chrono::DateTime<chrono::Utc>,
     lambda: &'a lambda_runtime::Context,
+    /// Remediations this event verified outside a sweep summary (a compliant re-check).
+    verified_now: AtomicUsize,
 }
 
 pub async fn handle(
     deps: &Deps,
     event: LambdaEvent<Box<RawValue>>,
 ) -> Result<Response, RemediatorError> {
+    let mut metrics = Metrics::start("compliance-remediator");
+    metrics.property("requestId", event.context.request_id.clone());
     let raw = event.payload.get().as_bytes();
     let ev = match classify(raw) {
         Ok(ev) => ev,
         Err(e) => {
             tracing::warn!(error_type = e.error_type(), error = %e, "event rejected");
+            metrics.count("Rejected");
+            metrics.count("Errors");
+            metrics.property("errorType", e.error_type());
+            metrics.flush();
             return Err(e.into());
         }
     };
@@ -171,14 +184,62 @@ pub async fn handle(
         ev: &ev,
         raw,
         lambda: &event.context,
+        verified_now: AtomicUsize::new(0),
     };
-    let span = tracing::info_span!("event", event_id = %ctx.event_id, kind = ev.kind());
-    // Instrumenting (not entering) keeps the span on every line across awaits.
-    let result = Box::pin(dispatch(deps, &ctx).instrument(span)).await;
-    if let Err(e) = &result {
-        tracing::error!(error_type = e.error_type(), error = %e, "invocation failed");
+    metrics.event_kind(ev.kind());
+    metrics.property("eventId", ctx.event_id.clone());
+    let span = tracing::info_span!("event", event_id = %ctx.event_id, detail_type = ev.detail_type(), kind = ev.kind());
+    // Instrumenting (not entering) keeps the span on every line across awaits, the failure
+    // line included.
+    let result = Box::pin(
+        async {
+            let result = dispatch(deps, &ctx).await;
+            if let Err(e) = &result {
+                tracing::error!(error_type = e.error_type(), error = %e, "invocation failed");
+            }
+            result
+        }
+        .instrument(span),
+    )
+    .await;
+    let verified_now = ctx.verified_now.load(Ordering::Relaxed);
+    match &result {
+        Ok(r) => record_figures(&mut metrics, r, verified_now),
+        Err(e) => {
+            metrics.count("Errors");
+            metrics.property("errorType", e.error_type());
+            if matches!(e, RemediatorError::Aws(a) if a.is_throttling()) {
+                metrics.count("Throttled");
+            }
+        }
     }
+    metrics.flush();
     result
+}
+
+/// The invocation's figures, from its answer: decision by outcome, side effects actually sent,
+/// fleet counts of a sweep, remediations verified by a compliance re-check.
+fn record_figures(metrics: &mut Metrics, r: &Response, verified_now: usize) {
+    if r.replayed {
+        metrics.count("DuplicateSuppressed");
+        return;
+    }
+    let mut name = r.decision.clone();
+    if let Some(first) = name.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    metrics.count(&name);
+    let mut remediated = verified_now;
+    if let Some(s) = &r.summary {
+        metrics.add("SideEffects", s.executed.len() as f64);
+        if s.nodes_scanned > 0 {
+            metrics.add("NodesScanned", s.nodes_scanned as f64);
+            metrics.add("NodesNonCompliant", s.nodes_non_compliant as f64);
+        }
+        metrics.add("Deferred", s.deferred.values().sum::<usize>() as f64);
+        remediated += s.verified;
+    }
+    metrics.add("NodesRemediated", remediated as f64);
 }
 
 async fn dispatch(deps: &Deps, ctx: &Ctx<'_>) -> Result<Response, RemediatorError> {
@@ -430,6 +491,12 @@ fn summarize(
         nodes_scanned: Report::scanned(&g.fleet),
         nodes_online: g.fleet.online.len(),
         nodes_not_online: g.fleet.not_online.len(),
+        nodes_non_compliant: g
+            .findings
+            .iter()
+            .map(|f| f.resource_id.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         findings: g.findings.len(),
         planned_targets: g.plan.targets.len(),
         planned_nodes: g.plan.target_nodes().len(),
@@ -623,6 +690,7 @@ async fn recheck(deps: &Deps, ctx: &Ctx<'_>, key: Key) -> Result<Response, Remed
                 None,
             )
             .await?;
+        ctx.verified_now.fetch_add(1, Ordering::Relaxed);
         audit(
             deps,
             ctx,

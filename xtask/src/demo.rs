@@ -33,6 +33,7 @@ const PLAN: &[(&str, &[&str])] = &[
 pub fn run() -> Result<(), String> {
     let mut functions: Vec<&str> = PLAN.iter().map(|(f, _)| *f).collect();
     functions.push("compliance-remediator");
+    functions.push("inventory-aggregator");
     eprintln!("building {} ...", functions.join(", "));
     let bin_dir = build(false, &functions)?;
     eprintln!("starting the local AWS emulator (first run installs its Python venv) ...");
@@ -99,6 +100,7 @@ pub fn run() -> Result<(), String> {
         }
         let control = Control::new(&emu.endpoint);
         figures.push(compliance(&template, &bin_dir, &emu.endpoint, &control).await?);
+        figures.push(inventory(&template, &bin_dir, &emu.endpoint).await?);
         summary(&control).await?;
         print_figures(&figures);
         Ok(())
@@ -299,4 +301,121 @@ async fn compliance(
     }
     println!();
     Ok((f.to_owned(), emf_totals(&logs)))
+}
+
+/// inventory-aggregator on the fleet seeded above: one run, then its S3 objects read back.
+async fn inventory(
+    template: &Template,
+    bin_dir: &std::path::Path,
+    endpoint: &str,
+) -> Result<(String, BTreeMap<String, f64>), String> {
+    let f = "inventory-aggregator";
+    let spec = function_spec(template, f, &bin_dir.join(f), endpoint, DEV_ACCESS_KEY)
+        .map_err(|e| e.to_string())?;
+    let bucket = spec
+        .env
+        .get("INVENTORY_BUCKET")
+        .cloned()
+        .unwrap_or_default();
+    let prefix = spec.env.get("OUTPUT_PREFIX").cloned().unwrap_or_default();
+    let sb = Sandbox::spawn(spec).await.map_err(|e| e.to_string())?;
+    sb.init_duration().await.map_err(|e| e.to_string())?;
+    let mut payload = std::fs::read(crate::local::repo_root_events(f).join("scheduled-run.json"))
+        .map_err(|e| e.to_string())?;
+    // Continuations go through the audit-bus rule when deployed; here they are re-invoked.
+    let mut invocations = 0;
+    let summary = loop {
+        invocations += 1;
+        let inv = sb
+            .invoke(&payload, InvokeOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let resp = inv
+            .outcome
+            .map_err(|e| format!("{f}: {}: {}", e.error_type, e.error_message))?;
+        match resp["status"].as_str() {
+            Some("continuing") if invocations < 50 => {
+                payload = resp["continuation"].to_string().into_bytes();
+            }
+            _ => break resp,
+        }
+    };
+    let s = &summary["summary"];
+    println!(
+        "== {f} on the same fleet: {} nodes, {} rows, {} types, {} stale (> 24 h), {} invocation(s)",
+        s["nodes"], s["rows"], s["types"], s["staleNodes"], invocations
+    );
+
+    // Read back from S3: Resource Data Sync objects per type, rows from this run's snapshot.
+    let cfg = autopilot_harness::sdk_config(endpoint, DEV_ACCESS_KEY, 3).await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&cfg)
+            .force_path_style(true)
+            .build(),
+    );
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix(format!("{prefix}/"))
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| format!("ListObjectsV2: {e}"))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+        token = page.next_continuation_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    let run = summary["runId"].as_str().unwrap_or_default();
+    let mut types: BTreeMap<String, (usize, usize, String)> = BTreeMap::new();
+    for key in &keys {
+        let rel = key.strip_prefix(&format!("{prefix}/")).unwrap_or(key);
+        if rel.contains("/resourcetype=ManagedInstanceInventory/") {
+            let t = rel.split('/').next().unwrap_or_default().to_owned();
+            let e = types.entry(t).or_insert((0, 0, key.clone()));
+            e.0 += 1;
+        } else if let Some(rest) = rel.strip_prefix("snapshots/")
+            && rel.contains(&format!("/run={run}/"))
+        {
+            let t = rest.split('/').next().unwrap_or_default().to_owned();
+            let body = s3
+                .get_object()
+                .bucket(&bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| format!("GetObject: {e}"))?
+                .body
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .into_bytes();
+            let rows = body.iter().filter(|b| **b == b'\n').count();
+            types.entry(t).or_insert((0, 0, String::new())).1 += rows;
+        }
+    }
+    println!(
+        "{:<26} {:>8} {:>7}  first Resource Data Sync key",
+        "type", "objects", "rows"
+    );
+    for (t, (objects, rows, key)) in &types {
+        println!("{t:<26} {objects:>8} {rows:>7}  s3://{bucket}/{key}");
+    }
+    if let Some(key) = summary["manifestKey"].as_str() {
+        println!("{:<26} s3://{bucket}/{key}", "manifest (written last)");
+    }
+    if let Some(key) = s["diff"]["key"].as_str() {
+        println!("{:<26} s3://{bucket}/{key}", "application diff");
+    }
+    println!("{} objects in the bucket under {prefix}/\n", keys.len());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    Ok((f.to_owned(), emf_totals(&sb.logs())))
 }

@@ -164,6 +164,9 @@ pub async fn handle(
         Err(e) => {
             metrics.count("Errors");
             metrics.property("errorType", e.error_type());
+            if e.error_type() == "AwsThrottled" {
+                metrics.count("Throttled");
+            }
         }
     }
     metrics.flush();

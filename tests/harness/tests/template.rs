@@ -188,6 +188,30 @@ fn dashboard_is_valid_json_and_shows_every_function() {
         plain.contains("SsmAutopilot"),
         "the EMF namespace is charted"
     );
+    // The functions' EMF metric names (decisions, side effects, failures, throttles, job figures).
+    for metric in [
+        "Created",
+        "Opened",
+        "Swept",
+        "RunsCompleted",
+        "SideEffects",
+        "DuplicateSuppressed",
+        "Errors",
+        "Throttled",
+        "ThrottlesRetried",
+        "NodesScanned",
+        "NodesNonCompliant",
+        "NodesRemediated",
+        "NodesCollected",
+        "RowsWritten",
+        "ObjectsWritten",
+        "StaleNodes",
+    ] {
+        assert!(
+            plain.contains(&format!("MetricName=\\\"{metric}\\\"")),
+            "dashboard lacks {metric}"
+        );
+    }
 }
 
 #[test]

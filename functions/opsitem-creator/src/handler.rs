@@ -367,9 +367,12 @@ async fn repeat(
     };
     if existing.value("autopilot:createdByEvent") == Some(event_id) {
         // A retry of the delivery that created the item: finish its bookkeeping, count nothing.
+        // The notification too: the crashed delivery may have stopped before sending it, and a
+        // lost notification is worse than a repeated one.
         deps.ledger
             .record_created(id, &draft.dedup, &draft.resource_arns, event_id, now)
             .await?;
+        notify(deps, draft, id).await?;
         return Ok(base(Outcome {
             occurrences: Some(1),
             ..Outcome::new(Decision::Created)

@@ -384,3 +384,285 @@ pub fn fresh_samples(env: &TestEnv, function: &str) -> Result<Vec<(String, Value
     }
     Ok(out)
 }
+
+/// The tenant's observable side effects, free of ids and clocks so that two tenants that
+/// processed the same events compare equal: OpsItems (status, title, occurrence count, number
+/// of related resources), Automation executions, commands and their invocations, association
+/// runs, and successful SNS publishes and S3 writes.
+pub async fn side_effects(env: &TestEnv) -> Result<Value, HarnessError> {
+    let c = &env.control;
+    let items = c.state("opsitems", &env.tenant).await?;
+    let mut opsitems: Vec<Value> = items["OpsItems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let data = &i["OperationalData"];
+            let resources = data["/aws/resources"]["Value"]
+                .as_str()
+                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                .and_then(|v| v.as_array().map(Vec::len))
+                .unwrap_or(0);
+            json!({
+                "title": i["Title"],
+                "status": i["Status"],
+                "severity": i["Severity"],
+                "occurrences": data["autopilot:occurrences"]["Value"],
+                "resources": resources,
+            })
+        })
+        .collect();
+    opsitems.sort_by_key(Value::to_string);
+    let automations = c.state("automations", &env.tenant).await?;
+    let mut runbooks: Vec<String> = automations["AutomationExecutions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| a["DocumentName"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    runbooks.sort();
+    let commands = c.state("commands", &env.tenant).await?;
+    let cmds = commands["Commands"].as_array().cloned().unwrap_or_default();
+    let invocations: usize = cmds
+        .iter()
+        .map(|c| c["Invocations"].as_array().map_or(0, Vec::len))
+        .sum();
+    let runs = c.state("association-runs", &env.tenant).await?;
+    let counters = c.counters(&env.tenant).await?;
+    let ok = |op: &str| crate::emulator::counter_field(&counters, op, "ok");
+    let doc = json!({
+        "opsitems": opsitems,
+        "automations": runbooks,
+        "commands": cmds.len(),
+        "command_invocations": invocations,
+        "association_runs": runs["Runs"].as_array().map_or(0, Vec::len),
+        "sns_publish": ok("sns:Publish"),
+        "s3_put_object": ok("s3:PutObject"),
+    });
+    // Titles and descriptions may name the account, which differs per tenant.
+    let text = doc.to_string().replace(&test_account(env), "<account>");
+    serde_json::from_str(&text).map_err(|e| HarnessError::Emulator(e.to_string()))
+}
+
+/// How one event's deliveries went.
+#[derive(Debug, Default, Clone)]
+pub struct ReplayRun {
+    /// First attempts, the crashed one included.
+    pub deliveries: usize,
+    /// Retries of deliveries that failed with a retryable error (as EventBridge retries).
+    pub retries: usize,
+    pub succeeded: usize,
+    /// `errorType`s of the retryable failures seen (concurrent duplicates, expected).
+    pub retryable_errors: BTreeMap<String, usize>,
+    /// Failures that were not retryable: the test shows them.
+    pub failures: Vec<String>,
+    /// The crashed delivery's claim reached DynamoDB before the kill.
+    pub claimed_before_kill: bool,
+}
+
+/// Error types a redelivery can clear: a concurrent duplicate, an AWS failure or throttling,
+/// configuration or a store momentarily unreadable, a run held by another invocation.
+pub fn is_retryable(error_type: &str) -> bool {
+    matches!(
+        error_type,
+        "IdempotencyAlreadyInProgress"
+            | "IdempotencyStoreError"
+            | "AwsThrottled"
+            | "AwsCallFailed"
+            | "RulesUnavailable"
+            | "ResponsePlansUnavailable"
+            | "PolicyUnavailable"
+            | "RunInProgress"
+            | "ReportWriteFailed"
+            | "ContinuationFailed"
+    )
+}
+
+/// A pool of sandboxes of one function for one tenant.
+pub struct Pool {
+    pub sandboxes: Vec<Sandbox>,
+    spec: crate::FunctionSpec,
+}
+
+impl Pool {
+    pub async fn new(
+        env: &TestEnv,
+        binary: &str,
+        path: &std::path::Path,
+        size: usize,
+        vars: &[(&str, &str)],
+    ) -> Result<Self, HarnessError> {
+        let mut spec = env.function(binary, path)?;
+        for (k, v) in vars {
+            spec.env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let mut sandboxes = Vec::new();
+        for _ in 0..size.max(1) {
+            sandboxes.push(spawn_ready(&spec).await?);
+        }
+        Ok(Self { sandboxes, spec })
+    }
+}
+
+async fn spawn_ready(spec: &crate::FunctionSpec) -> Result<Sandbox, HarnessError> {
+    let sb = Sandbox::spawn(spec.clone()).await?;
+    sb.init_duration().await?;
+    Ok(sb)
+}
+
+/// Delivers `event` `deliveries` times: first one that is SIGKILLed after its idempotency
+/// claim reached DynamoDB and before it completed (every SSM and SNS call is held back by
+/// injected latency meanwhile), then, once that claim's in-progress expiry (the invocation
+/// deadline) has passed, rounds of `concurrency` simultaneous deliveries across the pool,
+/// then the rest one at a time. Retryable failures are redelivered until they succeed, as
+/// EventBridge would.
+pub async fn replay(
+    env: &TestEnv,
+    pool: &mut Pool,
+    event: &Value,
+    deliveries: usize,
+    concurrency: usize,
+) -> Result<ReplayRun, HarnessError> {
+    let bytes = serde_json::to_vec(event).map_err(|e| HarnessError::Emulator(e.to_string()))?;
+    let mut run = ReplayRun::default();
+
+    // 1. The crash between claim and completion.
+    let deadline = Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    let crashed = spawn_ready(&pool.spec).await?;
+    let claims_before = env.control.calls(&env.tenant, "dynamodb:PutItem").await?;
+    for op in ["ssm:*", "sns:*"] {
+        env.control
+            .call(
+                "POST",
+                "faults",
+                Some(json!({"operation": op, "latency_ms": 1500, "tenant": env.tenant})),
+            )
+            .await?;
+    }
+    let opts = InvokeOptions {
+        deadline_in: Some(deadline),
+        ..InvokeOptions::default()
+    };
+    let (_, claimed) = tokio::join!(crashed.invoke(&bytes, opts), async {
+        let mut claimed = false;
+        for _ in 0..100 {
+            if env
+                .control
+                .calls(&env.tenant, "dynamodb:PutItem")
+                .await
+                .is_ok_and(|n| n > claims_before)
+            {
+                claimed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        crashed.kill();
+        claimed
+    });
+    crashed.wait_exit().await;
+    env.control
+        .call("DELETE", "faults", Some(json!({"tenant": env.tenant})))
+        .await?;
+    run.deliveries += 1;
+    run.claimed_before_kill = claimed;
+    // The held-back calls finish in the emulator; the claim expires at the deadline.
+    let wait = (deadline + Duration::from_millis(300)).saturating_sub(started.elapsed());
+    tokio::time::sleep(wait.max(Duration::from_millis(1600))).await;
+
+    // 2. Concurrent rounds, 3. sequential deliveries.
+    let concurrent = (deliveries.saturating_sub(1) / 2).max(1);
+    let mut pending: Vec<usize> = Vec::new();
+    let mut left = concurrent;
+    while left > 0 {
+        let n = left.min(concurrency).min(pool.sandboxes.len());
+        let outcomes = futures_join(&pool.sandboxes[..n], &bytes).await;
+        for o in outcomes {
+            record(&mut run, o, &mut pending);
+        }
+        left -= n;
+    }
+    run.deliveries += concurrent;
+    let sequential = deliveries.saturating_sub(1 + concurrent);
+    for _ in 0..sequential {
+        let o = deliver(&pool.sandboxes[0], &bytes).await;
+        record(&mut run, o, &mut pending);
+    }
+    run.deliveries += sequential;
+    // Redeliver retryable failures, a bounded number of times each.
+    let mut rounds = 0;
+    while !pending.is_empty() && rounds < 20 {
+        rounds += 1;
+        let n = pending.len();
+        pending.clear();
+        for _ in 0..n {
+            run.retries += 1;
+            let o = deliver(&pool.sandboxes[0], &bytes).await;
+            record(&mut run, o, &mut pending);
+        }
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    if !pending.is_empty() {
+        run.failures
+            .push(format!("{} deliveries never succeeded", pending.len()));
+    }
+    Ok(run)
+}
+
+type Outcome = Result<Result<Value, crate::FunctionError>, HarnessError>;
+
+async fn deliver(sb: &Sandbox, bytes: &[u8]) -> Outcome {
+    sb.invoke(bytes, InvokeOptions::default())
+        .await
+        .map(|i| i.outcome)
+}
+
+async fn futures_join(sandboxes: &[Sandbox], bytes: &[u8]) -> Vec<Outcome> {
+    let mut set = Vec::new();
+    for sb in sandboxes {
+        set.push(deliver(sb, bytes));
+    }
+    join_all(set).await
+}
+
+/// Polls every future to completion concurrently (a small `join_all`).
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (f, slot) in futures.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+fn record(run: &mut ReplayRun, o: Outcome, pending: &mut Vec<usize>) {
+    match o {
+        Ok(Ok(_)) => run.succeeded += 1,
+        Ok(Err(e)) if is_retryable(&e.error_type) => {
+            *run.retryable_errors.entry(e.error_type).or_insert(0) += 1;
+            pending.push(1);
+        }
+        Ok(Err(e)) => run
+            .failures
+            .push(format!("{}: {}", e.error_type, e.error_message)),
+        Err(e) => run.failures.push(format!("harness: {e}")),
+    }
+}

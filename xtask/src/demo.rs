@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: build, start the emulator, replay `events/` through the real function
 //! binaries, and print what happened — read back from the emulator, not from the functions.
 
+use autopilot_harness::logs::emf_totals;
 use autopilot_harness::{
     Control, EmulatorProcess, InvokeOptions, Sandbox, Template, function_spec, template_path,
 };
@@ -184,29 +185,6 @@ async fn summary(control: &Control) -> Result<(), String> {
         .collect();
     println!("AWS calls made: {}", line.join(" "));
     Ok(())
-}
-
-/// Sums every metric in the EMF lines a function printed: the local twin of the dashboard.
-fn emf_totals(lines: &[String]) -> BTreeMap<String, f64> {
-    let mut totals = BTreeMap::new();
-    for line in lines {
-        let Ok(doc) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        for directive in doc["_aws"]["CloudWatchMetrics"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            for m in directive["Metrics"].as_array().into_iter().flatten() {
-                if let Some(name) = m["Name"].as_str() {
-                    *totals.entry(name.to_owned()).or_insert(0.0) +=
-                        doc[name].as_f64().unwrap_or(0.0);
-                }
-            }
-        }
-    }
-    totals
 }
 
 fn print_figures(figures: &[(String, BTreeMap<String, f64>)]) {

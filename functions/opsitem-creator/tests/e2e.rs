@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use autopilot_harness::logs::emf_totals;
 use autopilot_harness::{InvokeOptions, Sandbox, TestEnv};
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -402,26 +403,6 @@ async fn rules_come_from_parameter_store() {
             .unwrap(),
         1
     );
-}
-
-/// EMF documents in the function's stdout, summed per metric name.
-fn emf_totals(lines: &[String]) -> std::collections::BTreeMap<String, f64> {
-    let mut totals = std::collections::BTreeMap::new();
-    for line in lines {
-        let Ok(doc) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let Some(directives) = doc["_aws"]["CloudWatchMetrics"].as_array() else {
-            continue;
-        };
-        for d in directives {
-            for m in d["Metrics"].as_array().unwrap() {
-                let name = m["Name"].as_str().unwrap().to_owned();
-                *totals.entry(name.clone()).or_insert(0.0) += doc[&name].as_f64().unwrap();
-            }
-        }
-    }
-    totals
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -83,15 +83,33 @@ async fn collect_type(
     sem: Arc<Semaphore>,
 ) -> Result<(String, TypeCursor), InventoryError> {
     let inline = !deps.config.entries_types.iter().any(|t| t == &type_name);
+    // The next page is read while this page's objects are written: a type's pages follow one
+    // token chain, so without the overlap every page would wait for the previous page's writes.
+    let mut prefetched: Option<crate::collect::Page> = None;
     while !cursor.done {
         if now_ms() >= stop_at_ms {
             break;
         }
-        let page = inventory
-            .page(&type_name, cursor.next_token.clone(), inline)
-            .await?;
+        let page = match prefetched.take() {
+            Some(p) => p,
+            None => {
+                inventory
+                    .page(&type_name, cursor.next_token.clone(), inline)
+                    .await?
+            }
+        };
+        let prefetch = async {
+            match &page.next_token {
+                // Near the stop the page would be read again by the continuation: skip it.
+                Some(t) if now_ms() < stop_at_ms => inventory
+                    .page(&type_name, Some(t.clone()), inline)
+                    .await
+                    .map(Some),
+                _ => Ok(None),
+            }
+        };
         // `buffered` keeps page order, so the snapshot part's bytes are deterministic.
-        let nodes: Vec<NodeRows> = stream::iter(page.items)
+        let writes = stream::iter(page.items)
             .map(|item| {
                 let sem = sem.clone();
                 let type_name = &type_name;
@@ -125,8 +143,9 @@ async fn collect_type(
                 }
             })
             .buffered(deps.config.max_concurrency)
-            .try_collect()
-            .await?;
+            .try_collect::<Vec<NodeRows>>();
+        let (nodes, next) = tokio::try_join!(writes, prefetch)?;
+        prefetched = next;
         if !nodes.is_empty() {
             let mut rows = Vec::new();
             for (node, capture, version, entries) in &nodes {

@@ -447,7 +447,8 @@ async fn killed_and_deadline_cut_runs_resume_to_identical_objects() {
     .await;
     let sb = std::sync::Arc::new(sb);
     let started = std::time::Instant::now();
-    let deadline = Duration::from_secs(8);
+    // Long enough to reach the kill point on a loaded machine; the redelivery waits it out.
+    let deadline = Duration::from_secs(15);
     let runner = {
         let (sb, ev) = (sb.clone(), event.clone());
         tokio::spawn(async move {

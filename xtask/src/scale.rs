@@ -19,84 +19,62 @@ fn pages(results: usize) -> u64 {
     results.div_ceil(PAGE).max(1) as u64
 }
 
-/// Counts the results of the listings a sweep needs (not pages: the minimum is computed).
+/// Results of one listing, all pages read (the count, not the pages: the minimum is computed).
+macro_rules! count_results {
+    ($request:expr, $items:ident) => {{
+        let mut n = 0;
+        let mut pages = $request.max_results(50).into_paginator().send();
+        while let Some(p) = pages.next().await {
+            n += p.map_err(|e| e.to_string())?.$items().len();
+        }
+        n
+    }};
+}
+
+/// Counts the results of the listings a sweep needs.
 async fn listing_sizes(endpoint: &str) -> Result<BTreeMap<&'static str, usize>, String> {
     let ssm = aws_sdk_ssm::Client::new(&sdk_config(endpoint, SCALE_TENANT, 5).await);
-    let err = |e: aws_sdk_ssm::Error| e.to_string();
-    let mut sizes = BTreeMap::new();
-    let mut n = 0;
-    let mut it = ssm
-        .describe_instance_information()
-        .max_results(50)
-        .into_paginator()
-        .send();
-    while let Some(p) = it.next().await {
-        n += p
-            .map_err(|e| err(e.into()))?
-            .instance_information_list()
-            .len();
-    }
-    sizes.insert("ssm:DescribeInstanceInformation", n);
     let tag = aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
         .key("tag-key")
         .values("autopilot:exempt")
         .build()
         .map_err(|e| e.to_string())?;
-    let mut exempt = 0;
-    let mut it = ssm
-        .describe_instance_information()
-        .filters(tag)
-        .max_results(50)
-        .into_paginator()
-        .send();
-    while let Some(p) = it.next().await {
-        exempt += p
-            .map_err(|e| err(e.into()))?
-            .instance_information_list()
-            .len();
-    }
-    sizes.insert("ssm:DescribeInstanceInformation(exemption tag)", exempt);
-    let mut assoc = 0;
-    let mut it = ssm
-        .list_associations()
-        .max_results(50)
-        .into_paginator()
-        .send();
-    while let Some(p) = it.next().await {
-        assoc += p.map_err(|e| err(e.into()))?.associations().len();
-    }
-    sizes.insert("ssm:ListAssociations", assoc);
     let nc = ComplianceStringFilter::builder()
         .key("Status")
         .values("NON_COMPLIANT")
         .r#type(ComplianceQueryOperatorType::Equal)
         .build();
-    let mut summaries = 0;
-    let mut it = ssm
-        .list_resource_compliance_summaries()
-        .filters(nc.clone())
-        .max_results(50)
-        .into_paginator()
-        .send();
-    while let Some(p) = it.next().await {
-        summaries += p
-            .map_err(|e| err(e.into()))?
-            .resource_compliance_summary_items()
-            .len();
-    }
-    sizes.insert("ssm:ListResourceComplianceSummaries", summaries);
-    let mut items = 0;
-    let mut it = ssm
-        .list_compliance_items()
-        .filters(nc)
-        .max_results(50)
-        .into_paginator()
-        .send();
-    while let Some(p) = it.next().await {
-        items += p.map_err(|e| err(e.into()))?.compliance_items().len();
-    }
-    sizes.insert("ssm:ListComplianceItems", items);
-    Ok(sizes)
+    Ok(BTreeMap::from([
+        (
+            "ssm:DescribeInstanceInformation",
+            count_results!(
+                ssm.describe_instance_information(),
+                instance_information_list
+            ),
+        ),
+        (
+            "ssm:DescribeInstanceInformation(exemption tag)",
+            count_results!(
+                ssm.describe_instance_information().filters(tag),
+                instance_information_list
+            ),
+        ),
+        (
+            "ssm:ListAssociations",
+            count_results!(ssm.list_associations(), associations),
+        ),
+        (
+            "ssm:ListResourceComplianceSummaries",
+            count_results!(
+                ssm.list_resource_compliance_summaries().filters(nc.clone()),
+                resource_compliance_summary_items
+            ),
+        ),
+        (
+            "ssm:ListComplianceItems",
+            count_results!(ssm.list_compliance_items().filters(nc), compliance_items),
+        ),
+    ]))
 }
 
 fn ssm_calls(counters: &Value) -> BTreeMap<String, u64> {
@@ -249,16 +227,7 @@ async fn inventory_sizes(
             .type_name(t)
             .build()
             .map_err(|e| e.to_string())?;
-        let mut n = 0;
-        let mut it = ssm
-            .get_inventory()
-            .result_attributes(attr)
-            .max_results(50)
-            .into_paginator()
-            .send();
-        while let Some(p) = it.next().await {
-            n += p.map_err(|e| e.to_string())?.entities().len();
-        }
+        let n = count_results!(ssm.get_inventory().result_attributes(attr), entities);
         per_type.insert(t.clone(), n);
     }
     Ok((types.len(), per_type))

@@ -52,6 +52,7 @@ fn columns(v: &Value) -> Vec<(String, String)> {
 fn expected(bucket: &str, prefix: &str, accounts: &str, regions: &str) -> Vec<ddl::Table> {
     ddl::load_all()
         .into_iter()
+        .chain(ddl::load_parquet())
         .map(|mut t| {
             for v in t.props.values_mut() {
                 *v = ddl::substitute(v, bucket, prefix, accounts, regions);
@@ -77,11 +78,11 @@ fn check(t: &Template, accounts: &str, regions: &str) -> Vec<ddl::Table> {
         assert_eq!(s(&got["TableType"]), "EXTERNAL_TABLE", "{id}");
         let sd = &got["StorageDescriptor"];
         assert_eq!(s(&sd["Location"]), want.location, "{id} location");
-        assert_eq!(
-            s(&sd["SerdeInfo"]["SerializationLibrary"]),
-            "org.openx.data.jsonserde.JsonSerDe",
-            "{id}"
-        );
+        let serde = match want.stored_as.as_str() {
+            "parquet" => "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+            _ => "org.openx.data.jsonserde.JsonSerDe",
+        };
+        assert_eq!(s(&sd["SerdeInfo"]["SerializationLibrary"]), serde, "{id}");
         // Athena DDL quotes reserved words (`from`); Glue type strings carry no quoting.
         let ddl_cols: Vec<(String, String)> = want
             .columns
@@ -160,6 +161,7 @@ fn glue_projection_lists_the_target_accounts_and_regions() {
             for ty in ["AWS:Application", "AWS:InstanceInformation"] {
                 keys.push(scope.rds_key(ty, "i-0123456789abcdef0"));
                 keys.push(scope.snapshot_part_key(ty, 0));
+                keys.push(scope.snapshot_parquet_key(ty, 0));
             }
             keys.push(scope.manifest_key());
             keys.push(scope.diff_key());

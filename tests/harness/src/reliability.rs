@@ -666,3 +666,90 @@ fn record(run: &mut ReplayRun, o: Outcome, pending: &mut Vec<usize>) {
         Err(e) => run.failures.push(format!("harness: {e}")),
     }
 }
+
+/// The hostile-corpus contract of one function: runs every corpus file through a fresh
+/// sandbox of `binary` and returns what broke the contract (empty when it held).
+pub async fn hostile_corpus_problems(
+    binary: &str,
+    path: &std::path::Path,
+) -> Result<Vec<String>, HarnessError> {
+    let env = TestEnv::new().await?;
+    let sb = env.sandbox(binary, path).await?;
+    let run = run_hostile_corpus(&env, &sb).await?;
+    let mut problems = run.violations();
+    let expected = hostile_corpus()?.len();
+    if run.outcomes.len() != expected {
+        problems.push(format!(
+            "{} of {expected} corpus files ran",
+            run.outcomes.len()
+        ));
+    }
+    eprintln!(
+        "{binary}: {} hostile inputs rejected, peak RSS {} KiB",
+        run.outcomes.len(),
+        run.peak_rss_kib.unwrap_or(0)
+    );
+    Ok(problems)
+}
+
+/// A function's configuration document read from Parameter Store, for the secret contract.
+pub struct SecretContract<'a> {
+    pub binary: &'a str,
+    pub path: &'a std::path::Path,
+    /// The env var naming the parameter (e.g. `RULES_PARAMETER`).
+    pub param_env: &'a str,
+    /// The documented default document, which the secret is added to as a YAML comment.
+    pub default_document: &'a std::path::Path,
+    pub audit_source: &'a str,
+}
+
+/// The SecureString contract of one function: a valid document and one that does not parse,
+/// both holding a fresh secret, run with every sample event; returns every leak and anything
+/// that made the scan hollow (no log lines, missed invocations).
+pub async fn secret_problems(c: &SecretContract<'_>) -> Result<Vec<String>, HarnessError> {
+    let env = TestEnv::new().await?;
+    let secret = format!("s3cr3t-{}", uuid::Uuid::new_v4().simple());
+    let events: Vec<Value> = fresh_samples(&env, c.binary)?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let default = std::fs::read_to_string(c.default_document)
+        .map_err(HarnessError::io("default document"))?;
+    let valid = format!("# api-token: {secret}\n{default}");
+    // The same secret inside a document that does not parse: the error path must not quote it.
+    let invalid = format!("rules: [unclosed {secret}\n  - {{ : ");
+    let mut problems = Vec::new();
+    for document in [valid.as_str(), invalid.as_str()] {
+        let scan = scan_for_secret(
+            &env,
+            &SecretCase {
+                binary: c.binary,
+                path: c.path,
+                param_env: c.param_env,
+                document,
+                secret: &secret,
+                audit_source: c.audit_source,
+                events: &events,
+            },
+        )
+        .await?;
+        if scan.log_lines == 0 || scan.invocations != events.len() {
+            problems.push(format!(
+                "hollow scan: {} log lines, {} of {} invocations",
+                scan.log_lines,
+                scan.invocations,
+                events.len()
+            ));
+        }
+        problems.extend(
+            scan.leaks
+                .into_iter()
+                .map(|l| format!("secret leaked: {l}")),
+        );
+        eprintln!(
+            "{}: {} invocations, {} log lines, {} audit events scanned",
+            c.binary, scan.invocations, scan.log_lines, scan.audit_events
+        );
+    }
+    Ok(problems)
+}

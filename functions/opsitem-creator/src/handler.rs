@@ -311,33 +311,41 @@ async fn execute(
             }
         },
         Action::Resolve { dedup, note } => {
-            let id = match deps.ledger.open_item_for(dedup).await? {
-                Some(id) => Some(id),
-                None => deps.opscenter.find_open(dedup).await?,
+            // The ledger's index is a shortcut, OpsCenter the truth: an indexed item that is gone
+            // or no longer open falls back to a search, so a stale index can neither fail the
+            // event forever nor leave the open item unresolved.
+            let indexed = deps.ledger.open_item_for(dedup).await?;
+            let mut stale = None;
+            if let Some(id) = &indexed {
+                match deps.opscenter.find(id).await? {
+                    Some(current) if is_active(current.status.as_ref()) => {}
+                    Some(_) => stale = Some(id.clone()),
+                    None => {
+                        tracing::warn!(ops_item_id = %id, dedup = %dedup, "ledger names an OpsItem that OpsCenter does not have");
+                        stale = Some(id.clone());
+                    }
+                }
+            }
+            let id = match (&indexed, &stale) {
+                (Some(id), None) => Some(id.clone()),
+                _ => deps.opscenter.find_open(dedup).await?,
             };
             let Some(id) = id else {
+                if let Some(id) = stale {
+                    deps.ledger.set_index(dedup, &id, "Resolved").await?;
+                    return Ok(Outcome {
+                        reason: Some("OpsItem is no longer open".into()),
+                        ops_item_id: Some(id),
+                        dedup: Some(dedup.clone()),
+                        ..Outcome::new(Decision::Ignored)
+                    });
+                }
                 return Ok(Outcome {
                     reason: Some("no open OpsItem to resolve".into()),
                     dedup: Some(dedup.clone()),
                     ..Outcome::new(Decision::Ignored)
                 });
             };
-            let current = deps.opscenter.get(&id).await?;
-            if !matches!(
-                current.status,
-                Some(
-                    aws_sdk_ssm::types::OpsItemStatus::Open
-                        | aws_sdk_ssm::types::OpsItemStatus::InProgress
-                )
-            ) {
-                deps.ledger.set_index(dedup, &id, "Resolved").await?;
-                return Ok(Outcome {
-                    reason: Some("OpsItem is no longer open".into()),
-                    ops_item_id: Some(id),
-                    dedup: Some(dedup.clone()),
-                    ..Outcome::new(Decision::Ignored)
-                });
-            }
             deps.opscenter.resolve(&id, note, event_id).await?;
             deps.ledger.set_index(dedup, &id, "Resolved").await?;
             tracing::info!(decision = "resolved", ops_item_id = %id, dedup = %dedup, "OpsItem resolved");
@@ -348,6 +356,15 @@ async fn execute(
             })
         }
     }
+}
+
+fn is_active(status: Option<&aws_sdk_ssm::types::OpsItemStatus>) -> bool {
+    matches!(
+        status,
+        Some(
+            aws_sdk_ssm::types::OpsItemStatus::Open | aws_sdk_ssm::types::OpsItemStatus::InProgress
+        )
+    )
 }
 
 /// A repeat of an open problem: count it once, merge resources, refresh last-seen.

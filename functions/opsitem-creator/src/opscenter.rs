@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use autopilot_shared::error::AwsCallError;
 use aws_sdk_ssm::operation::create_ops_item::CreateOpsItemError;
+use aws_sdk_ssm::operation::get_ops_item::GetOpsItemError;
 use aws_sdk_ssm::types::{
     OpsItemDataType, OpsItemDataValue, OpsItemFilter, OpsItemFilterKey, OpsItemFilterOperator,
     OpsItemStatus,
@@ -101,6 +102,31 @@ impl OpsCenter {
             status: item.status,
             data: item.operational_data.unwrap_or_default(),
         })
+    }
+
+    /// The item, or `None` when OpsCenter has no item with that id (deleted, or an id the
+    /// ledger holds for another account's OpsCenter): the ledger is only an index.
+    pub async fn find(&self, id: &str) -> Result<Option<Existing>, AwsCallError> {
+        match self.ssm.get_ops_item().ops_item_id(id).send().await {
+            Ok(out) => {
+                let item = out
+                    .ops_item
+                    .unwrap_or_else(|| aws_sdk_ssm::types::OpsItem::builder().build());
+                Ok(Some(Existing {
+                    status: item.status,
+                    data: item.operational_data.unwrap_or_default(),
+                }))
+            }
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(GetOpsItemError::OpsItemNotFoundException(_))
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(AwsCallError::from_sdk("GetOpsItem", e)),
+        }
     }
 
     pub async fn update_data(

@@ -191,13 +191,22 @@ impl AuditEmitter {
                     })
                     .collect();
                 report.calls += 1;
-                let out = self
+                let out = match self
                     .client
                     .put_events()
                     .set_entries(Some(entries))
                     .send()
                     .await
-                    .map_err(|e| AuditError::Call(Box::new(e)))?;
+                {
+                    Ok(out) => out,
+                    // A throttled or failed call loses the whole batch, not one entry: retry it
+                    // in the next round like a throttled entry.
+                    Err(e) if !last_round && crate::error::sdk_error_is_retryable(&e) => {
+                        again.extend(batch);
+                        continue;
+                    }
+                    Err(e) => return Err(AuditError::Call(Box::new(e))),
+                };
                 for (i, p) in batch.into_iter().enumerate() {
                     match out.entries().get(i).and_then(|r| r.error_code()) {
                         None => report.sent += 1,

@@ -1026,8 +1026,36 @@ async fn throttled_put_events_is_a_call_error() {
         other => panic!("expected AuditError::Call, got {other:?}"),
     }
     assert_eq!(err.error_type(), "AuditDeliveryFailed");
-    assert_eq!(counter(&env, "events:PutEvents", "throttled").await, 1);
+    // Each of the emitter's 3 rounds retried the throttled call.
+    assert_eq!(counter(&env, "events:PutEvents", "throttled").await, 3);
     clear_my_faults(&env).await;
+}
+
+#[tokio::test]
+async fn a_throttled_put_events_call_is_retried_in_the_next_round() {
+    let env = env().await;
+    let source = format!("ssm-autopilot.test-{}", uid());
+    let sink = AuditSink::new(&env, &source).await;
+    let emitter = AuditEmitter::new(
+        clients::eventbridge(&env.sdk_with_attempts(1).await),
+        env.template.physical_name("AuditBus").expect("bus"),
+        source.clone(),
+    );
+    add_fault(
+        &env,
+        json!({"operation": "events:PutEvents", "throttle_rate": 1.0, "max_hits": 1}),
+    )
+    .await;
+    let report = emitter
+        .emit(&[AuditEvent::new("t", json!({"a": 1}))], None)
+        .await
+        .expect("delivered on the second round");
+    assert_eq!((report.sent, report.calls), (1, 2), "{report:?}");
+    assert_eq!(counter(&env, "events:PutEvents", "throttled").await, 1);
+    assert_eq!(counter(&env, "events:PutEvents", "ok").await, 1);
+    assert_eq!(sink.receive(1).await.len(), 1);
+    clear_my_faults(&env).await;
+    sink.remove().await;
 }
 
 /// An EventBridge client answered by `rules` (aws-smithy-mocks), without the `test-util`

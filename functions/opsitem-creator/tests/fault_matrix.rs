@@ -16,8 +16,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use autopilot_harness::reliability::{self, is_retryable};
-use autopilot_harness::{InvokeOptions, Sandbox, TestEnv, repo_root};
+use autopilot_harness::fault_matrix::{self, Fault, diff, injected, operations};
+use autopilot_harness::reliability;
+use autopilot_harness::{Sandbox, TestEnv, repo_root};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_opsitem-creator");
@@ -32,74 +33,6 @@ const MAX_REDELIVERIES: usize = 10;
 /// Remaining time given to each invocation: an idempotency claim whose completion could not
 /// be saved stays INPROGRESS until this deadline, as in Powertools.
 const LEASE: Duration = Duration::from_secs(5);
-
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    Throttle,
-    ServerError,
-    Latency,
-}
-
-impl Fault {
-    const ALL: [Fault; 3] = [Fault::Throttle, Fault::ServerError, Fault::Latency];
-
-    fn label(self) -> &'static str {
-        match self {
-            Fault::Throttle => "throttle 30%",
-            Fault::ServerError => "5xx 10%",
-            Fault::Latency => "latency 1.5 s x2",
-        }
-    }
-
-    /// The emulator has no rate for latency: it delays every matching call, so `max_hits`
-    /// bounds the spike to two calls.
-    fn rule(self, op: &str, tenant: &str, seed: u64) -> Value {
-        match self {
-            Fault::Throttle => {
-                json!({"operation": op, "throttle_rate": 0.3, "tenant": tenant, "seed": seed})
-            }
-            Fault::ServerError => {
-                json!({"operation": op, "error_rate": 0.1, "tenant": tenant, "seed": seed})
-            }
-            Fault::Latency => {
-                json!({"operation": op, "latency_ms": 1500, "max_hits": 2, "tenant": tenant})
-            }
-        }
-    }
-
-    fn rate(self) -> Option<f64> {
-        match self {
-            Fault::Throttle => Some(0.3),
-            Fault::ServerError => Some(0.1),
-            Fault::Latency => None,
-        }
-    }
-}
-
-/// The first seed from `from` whose rule fires at least once within `calls` calls. An
-/// operation called once or twice per lifecycle would mostly draw no fault at 10 %, and a
-/// cell without a fault proves nothing. The emulator rolls Python's `random.Random(seed)`
-/// once per matching call (`tests/emulator/ssm_emulator/faults.py`); the cell then checks
-/// the counters, so a drift here fails loudly instead of passing quietly.
-fn seed_that_fires(from: u64, rate: f64, calls: u64) -> u64 {
-    let script = format!(
-        "import random\n\
-         s = {from}\n\
-         while not (lambda r: any(r.random() < {rate} for _ in range({calls})))(random.Random(s)):\n    s += 1\n\
-         print(s)"
-    );
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
 
 /// How one cell went.
 struct CellRun {
@@ -141,59 +74,19 @@ async fn run_cell(fault: Option<(Fault, &str, u64)>) -> CellRun {
         let (_, event) = samples.iter().find(|(n, _)| n == name).unwrap();
         event_ids.push(event["id"].as_str().unwrap_or_default().to_owned());
         let bytes = serde_json::to_vec(event).unwrap();
-        let mut redelivered = 0;
-        let mut claimed_at = Instant::now();
-        loop {
-            let started = Instant::now();
-            let opts = InvokeOptions {
-                deadline_in: Some(LEASE),
-                ..InvokeOptions::default()
-            };
-            let outcome = sb.invoke(&bytes, opts).await.unwrap().outcome;
-            match outcome {
-                Ok(_) => break,
-                Err(e) => {
-                    *run.errors.entry(e.error_type.clone()).or_insert(0) += 1;
-                    if e.error_type == "IdempotencyAlreadyInProgress" {
-                        // An earlier delivery's claim holds until its deadline; EventBridge
-                        // retries back off for longer than that.
-                        let until = claimed_at + LEASE + Duration::from_millis(300);
-                        tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
-                    } else {
-                        claimed_at = started;
-                    }
-                    if !is_retryable(&e.error_type) {
-                        run.violations.push(format!(
-                            "{name}: non-retryable {}: {}",
-                            e.error_type, e.error_message
-                        ));
-                        break;
-                    }
-                    if redelivered == MAX_REDELIVERIES {
-                        run.violations.push(format!(
-                            "{name}: still failing after {MAX_REDELIVERIES} redeliveries: {}: {}",
-                            e.error_type, e.error_message
-                        ));
-                        break;
-                    }
-                    redelivered += 1;
-                }
-            }
+        let d = fault_matrix::deliver_until_ok(&sb, &bytes, LEASE, MAX_REDELIVERIES)
+            .await
+            .unwrap();
+        for (t, n) in d.errors {
+            *run.errors.entry(t).or_insert(0) += n;
         }
-        run.redeliveries.push(redelivered);
+        if let Some(v) = d.violation {
+            run.violations.push(format!("{name}: {v}"));
+        }
+        run.redeliveries.push(d.redeliveries);
     }
-    let rules = env.control.call("GET", "faults", None).await.unwrap();
-    run.rule_hits = rules["rules"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["tenant"] == json!(env.tenant))
-        .map(|r| r["hits"].as_u64().unwrap_or(0))
-        .sum();
-    env.control
-        .call("DELETE", "faults", Some(json!({"tenant": env.tenant})))
-        .await
-        .unwrap();
+    run.rule_hits = fault_matrix::rule_hits(&env).await.unwrap();
+    fault_matrix::clear_faults(&env).await.unwrap();
     run.counters = env.control.counters(&env.tenant).await.unwrap()["counters"].clone();
     run.fingerprint = fingerprint(&env, &event_ids).await;
     run
@@ -244,46 +137,6 @@ async fn fingerprint(env: &TestEnv, event_ids: &[String]) -> Value {
         "ok"
     ));
     doc
-}
-
-/// Where two fingerprints differ, as `path: got != want` lines (the documents are long).
-fn diff(path: &str, got: &Value, want: &Value, out: &mut Vec<String>) {
-    match (got, want) {
-        (Value::Object(g), Value::Object(w)) => {
-            for k in g.keys().chain(w.keys().filter(|k| !g.contains_key(*k))) {
-                let (a, b) = (&g.get(k).cloned(), &w.get(k).cloned());
-                diff(
-                    &format!("{path}/{k}"),
-                    a.as_ref().unwrap_or(&Value::Null),
-                    b.as_ref().unwrap_or(&Value::Null),
-                    out,
-                );
-            }
-        }
-        (Value::Array(g), Value::Array(w)) if g.len() == w.len() => {
-            for (n, (a, b)) in g.iter().zip(w).enumerate() {
-                diff(&format!("{path}/{n}"), a, b, out);
-            }
-        }
-        (a, b) if a != b => out.push(format!("{path}: {a} != {b}")),
-        _ => {}
-    }
-}
-
-/// Operations with at least one call, from a cell's counters.
-fn operations(counters: &Value) -> Vec<String> {
-    counters
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, c)| c["calls"].as_u64().unwrap_or(0) > 0)
-        .map(|(op, _)| op.clone())
-        .collect()
-}
-
-fn injected(counters: &Value, op: &str) -> u64 {
-    let c = &counters[op];
-    c["throttled"].as_u64().unwrap_or(0) + c["injected_errors"].as_u64().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -351,7 +204,9 @@ async fn every_operation_under_every_fault_converges_to_the_fault_free_state() {
             "calls",
         );
         for fault in Fault::ALL {
-            let seed = fault.rate().map_or(0, |r| seed_that_fires(7, r, calls));
+            let seed = fault
+                .rate()
+                .map_or(0, |r| fault_matrix::seed_that_fires(7, r, calls).unwrap());
             let run = run_cell(Some((fault, op, seed))).await;
             cells += 1;
             let n_injected = match fault {

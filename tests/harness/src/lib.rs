@@ -10,6 +10,7 @@
 //! access key id: the emulator isolates SSM state and counters per key) and SDK clients.
 
 pub mod emulator;
+pub mod fault_matrix;
 pub mod logs;
 pub mod policy;
 pub mod reliability;

@@ -528,7 +528,6 @@ pub async fn replay(
 
     // 1. The crash between claim and completion.
     let deadline = Duration::from_secs(3);
-    let started = std::time::Instant::now();
     let crashed = spawn_ready(&pool.spec).await?;
     let claims_before = env.control.calls(&env.tenant, "dynamodb:PutItem").await?;
     for op in ["ssm:*", "sns:*"] {
@@ -544,9 +543,13 @@ pub async fn replay(
         deadline_in: Some(deadline),
         ..InvokeOptions::default()
     };
+    // The deadline counts from the invocation, not from the sandbox's start.
+    let started = std::time::Instant::now();
     let (_, claimed) = tokio::join!(crashed.invoke(&bytes, opts), async {
         let mut claimed = false;
-        for _ in 0..100 {
+        // Wait for the claim as long as the invocation may live: configuration reads before it
+        // are held back too (1.5 s), so a fixed poll count raced them on a loaded machine.
+        while started.elapsed() < deadline {
             if env
                 .control
                 .calls(&env.tenant, "dynamodb:PutItem")

@@ -185,6 +185,8 @@ impl Ledger {
 
     /// Records an attempt for each key before anything is sent. Returns the keys recorded
     /// now; a key this sweep already recorded (a retried step) is left out, so it is not sent twice.
+    /// When one record fails, the ones this call wrote are given back (best effort), or the
+    /// retried step would skip them as sent and strand their nodes.
     pub async fn begin_attempts(
         &self,
         account: &str,
@@ -192,7 +194,7 @@ impl Ledger {
         sweep_id: &str,
         now: i64,
     ) -> Result<Vec<Key>, AwsCallError> {
-        let recorded: Vec<Option<Key>> = stream::iter(keys.iter().cloned())
+        let recorded = stream::iter(keys.iter().cloned())
             .map(|k| async move {
                 let res = self
                     .ddb
@@ -229,9 +231,24 @@ impl Ledger {
                 }
             })
             .buffered(self.concurrency)
-            .try_collect()
-            .await?;
-        Ok(recorded.into_iter().flatten().collect())
+            .collect::<Vec<Result<Option<Key>, AwsCallError>>>()
+            .await;
+        let mut fresh = Vec::new();
+        let mut failure = None;
+        for r in recorded {
+            match r {
+                Ok(Some(k)) => fresh.push(k),
+                Ok(None) => {}
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        let Some(e) = failure else {
+            return Ok(fresh);
+        };
+        if let Err(undo) = self.abandon(account, &fresh).await {
+            tracing::warn!(error = %undo, "could not give back attempts of a failed step");
+        }
+        Err(e)
     }
 
     /// Links the records to the command (or execution) that was started for them.
@@ -263,25 +280,34 @@ impl Ledger {
     /// Gives an attempt back when nothing was started (the call failed before any effect).
     /// The record stays (history), but no longer holds a cooldown or this sweep's claim.
     pub async fn abandon(&self, account: &str, keys: &[Key]) -> Result<(), AwsCallError> {
-        for k in keys {
-            self.ddb
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(&remediation_pk(account, k)))
-                .update_expression(
-                    "SET #st = :st, attempts = attempts - :one, last_attempt_at = :zero, sweep_id = :none",
-                )
-                .condition_expression("attribute_exists(pk)")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":st", s(&status_str(AttemptStatus::Undeliverable)))
-                .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":zero", n(0))
-                .expression_attribute_values(":none", s(""))
-                .send()
-                .await
-                .map_err(|e| AwsCallError::from_sdk("UpdateItem", e))?;
-        }
-        Ok(())
+        // Every key is tried even when one fails: each one given back is a node not stranded.
+        stream::iter(keys.iter())
+            .map(|k| self.abandon_call(account, k))
+            .buffer_unordered(self.concurrency)
+            .collect::<Vec<Result<(), AwsCallError>>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    async fn abandon_call(&self, account: &str, k: &Key) -> Result<(), AwsCallError> {
+        self.ddb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&remediation_pk(account, k)))
+            .update_expression(
+                "SET #st = :st, attempts = attempts - :one, last_attempt_at = :zero, sweep_id = :none",
+            )
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":st", s(&status_str(AttemptStatus::Undeliverable)))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":none", s(""))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsCallError::from_sdk("UpdateItem", e))
     }
 
     /// Sets the status of records that exist (never creates one); `attempts_delta` -1 gives

@@ -532,14 +532,14 @@ async fn killed_and_deadline_cut_runs_resume_to_identical_objects() {
         &env,
         &[
             ("OUTPUT_PREFIX", &cut),
-            ("CHECKPOINT_MARGIN_SECONDS", "2"),
+            ("CHECKPOINT_MARGIN_SECONDS", "5"),
             ("MAX_CONCURRENCY", "4"),
         ],
     )
     .await;
     let t = std::time::Instant::now();
     let responses = run_to_completion(&sb3, event.clone(), || InvokeOptions {
-        deadline_in: Some(Duration::from_secs(3)),
+        deadline_in: Some(Duration::from_secs(6)),
         ..Default::default()
     })
     .await;

@@ -757,6 +757,22 @@ async fn command_outcome(
             .ledger
             .set_status(&account, &[key_for_guard], new_status, delta, Some(&cid))
             .await?;
+        // Published before the record completes: a crash after the update and before the
+        // audit re-runs both on redelivery (at-least-once) instead of losing the failure.
+        if let Some((_, a)) = rows.first().filter(|_| new_status == AttemptStatus::Failed) {
+            let policy = deps.policy().await?;
+            let gave_up = a.attempts >= policy.max_attempts;
+            audit(
+                deps,
+                ctx,
+                "Compliance Remediation Failed",
+                &serde_json::json!({
+                    "resourceId": node, "complianceType": PATCH, "commandId": cid,
+                    "attempts": a.attempts, "retryLimitReached": gave_up,
+                }),
+            )
+            .await;
+        }
         Ok(Response {
             event_id: String::new(),
             kind: String::new(),
@@ -774,26 +790,6 @@ async fn command_outcome(
         })
     })
     .await?;
-    let policy = deps.policy().await?;
-    let attempts = updated
-        .reason
-        .as_deref()
-        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-        .and_then(|v| v["attempts"].as_u64())
-        .unwrap_or(0);
-    if new_status == AttemptStatus::Failed && !updated.replayed && updated.decision == "recorded" {
-        let gave_up = attempts >= u64::from(policy.max_attempts);
-        audit(
-            deps,
-            ctx,
-            "Compliance Remediation Failed",
-            &serde_json::json!({
-                "resourceId": node, "complianceType": PATCH, "commandId": command_id,
-                "attempts": attempts, "retryLimitReached": gave_up,
-            }),
-        )
-        .await;
-    }
     Ok(Response {
         event_id: ctx.event_id.clone(),
         kind: ctx.ev.kind().to_owned(),

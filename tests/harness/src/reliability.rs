@@ -456,8 +456,64 @@ pub struct ReplayRun {
     pub retryable_errors: BTreeMap<String, usize>,
     /// Failures that were not retryable: the test shows them.
     pub failures: Vec<String>,
-    /// The crashed delivery's claim reached DynamoDB before the kill.
+    /// The crashed delivery reached its crash point before the kill (for
+    /// [`CrashPoint::after_claim`]: its claim reached DynamoDB).
     pub claimed_before_kill: bool,
+    /// Calls of the crash point's operation the crashed delivery had made when it was killed.
+    pub crash_calls: u64,
+    /// Deliveries of [`ReplayPlan::siblings`] (not counted in `deliveries`).
+    pub sibling_deliveries: usize,
+}
+
+/// Where [`replay_with`] kills its first delivery: once `operation` was called `calls` times
+/// (and `settle` later), while every `hold` operation is delayed by `hold_ms` so that the
+/// delivery cannot finish first; the delivery gets `deadline` as its remaining time.
+#[derive(Debug, Clone)]
+pub struct CrashPoint {
+    pub operation: String,
+    pub calls: u64,
+    pub settle: Duration,
+    pub hold: Vec<String>,
+    pub hold_ms: u64,
+    pub deadline: Duration,
+}
+
+impl CrashPoint {
+    /// Between the idempotency claim (the first `dynamodb:PutItem`) and completion, every SSM
+    /// and SNS call held back meanwhile.
+    pub fn after_claim() -> Self {
+        Self {
+            operation: "dynamodb:PutItem".to_owned(),
+            calls: 1,
+            settle: Duration::from_millis(200),
+            hold: vec!["ssm:*".to_owned(), "sns:*".to_owned()],
+            hold_ms: 1500,
+            deadline: Duration::from_secs(3),
+        }
+    }
+}
+
+/// How [`replay_with`] delivers: the crash point, and other events of the same unit of work
+/// (e.g. a run's continuation) that the concurrent rounds deliver alongside the event, so that
+/// a lease behind the idempotency guard meets real contention.
+#[derive(Debug, Clone)]
+pub struct ReplayPlan {
+    pub crash: CrashPoint,
+    pub siblings: Vec<Value>,
+    /// Fault rules (without `tenant`) in force during the first concurrent round only: e.g. a
+    /// latency on a late call keeps the first winner inside its work (holding its lease) until
+    /// every delivery of the round has arrived, on a machine that starts them unevenly.
+    pub first_round_faults: Vec<Value>,
+}
+
+impl Default for ReplayPlan {
+    fn default() -> Self {
+        Self {
+            crash: CrashPoint::after_claim(),
+            siblings: Vec::new(),
+            first_round_faults: Vec::new(),
+        }
+    }
 }
 
 /// Error types a redelivery can clear: a concurrent duplicate, an AWS failure or throttling,
@@ -523,19 +579,48 @@ pub async fn replay(
     deliveries: usize,
     concurrency: usize,
 ) -> Result<ReplayRun, HarnessError> {
-    let bytes = serde_json::to_vec(event).map_err(|e| HarnessError::Emulator(e.to_string()))?;
+    replay_with(
+        env,
+        pool,
+        event,
+        deliveries,
+        concurrency,
+        &ReplayPlan::default(),
+    )
+    .await
+}
+
+/// [`replay`] with another crash point, and siblings: with siblings, every other slot of a
+/// concurrent round delivers one of them (round-robin) instead of `event`.
+pub async fn replay_with(
+    env: &TestEnv,
+    pool: &mut Pool,
+    event: &Value,
+    deliveries: usize,
+    concurrency: usize,
+    plan: &ReplayPlan,
+) -> Result<ReplayRun, HarnessError> {
+    let to_bytes =
+        |v: &Value| serde_json::to_vec(v).map_err(|e| HarnessError::Emulator(e.to_string()));
+    // Index 0 is the event, 1.. its siblings.
+    let mut all = vec![to_bytes(event)?];
+    for s in &plan.siblings {
+        all.push(to_bytes(s)?);
+    }
+    let bytes = all[0].clone();
     let mut run = ReplayRun::default();
 
-    // 1. The crash between claim and completion.
-    let deadline = Duration::from_secs(3);
+    // 1. The crash at the crash point.
+    let crash = &plan.crash;
+    let deadline = crash.deadline;
     let crashed = spawn_ready(&pool.spec).await?;
-    let claims_before = env.control.calls(&env.tenant, "dynamodb:PutItem").await?;
-    for op in ["ssm:*", "sns:*"] {
+    let calls_before = env.control.calls(&env.tenant, &crash.operation).await?;
+    for op in &crash.hold {
         env.control
             .call(
                 "POST",
                 "faults",
-                Some(json!({"operation": op, "latency_ms": 1500, "tenant": env.tenant})),
+                Some(json!({"operation": op, "latency_ms": crash.hold_ms, "tenant": env.tenant})),
             )
             .await?;
     }
@@ -545,25 +630,30 @@ pub async fn replay(
     };
     // The deadline counts from the invocation, not from the sandbox's start.
     let started = std::time::Instant::now();
-    let (_, claimed) = tokio::join!(crashed.invoke(&bytes, opts), async {
+    let (_, (claimed, crash_calls)) = tokio::join!(crashed.invoke(&bytes, opts), async {
         let mut claimed = false;
-        // Wait for the claim as long as the invocation may live: configuration reads before it
-        // are held back too (1.5 s), so a fixed poll count raced them on a loaded machine.
+        // Wait for the crash point as long as the invocation may live: calls before it are
+        // held back too, so a fixed poll count raced them on a loaded machine.
         while started.elapsed() < deadline {
             if env
                 .control
-                .calls(&env.tenant, "dynamodb:PutItem")
+                .calls(&env.tenant, &crash.operation)
                 .await
-                .is_ok_and(|n| n > claims_before)
+                .is_ok_and(|n| n >= calls_before + crash.calls)
             {
                 claimed = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(crash.settle).await;
         crashed.kill();
-        claimed
+        let n = env
+            .control
+            .calls(&env.tenant, &crash.operation)
+            .await
+            .unwrap_or(0);
+        (claimed, n.saturating_sub(calls_before))
     });
     crashed.wait_exit().await;
     env.control
@@ -571,39 +661,72 @@ pub async fn replay(
         .await?;
     run.deliveries += 1;
     run.claimed_before_kill = claimed;
+    run.crash_calls = crash_calls;
     // The held-back calls finish in the emulator; the claim expires at the deadline.
     let wait = (deadline + Duration::from_millis(300)).saturating_sub(started.elapsed());
-    tokio::time::sleep(wait.max(Duration::from_millis(1600))).await;
+    tokio::time::sleep(wait.max(Duration::from_millis(crash.hold_ms + 100))).await;
 
     // 2. Concurrent rounds, 3. sequential deliveries.
     let concurrent = (deliveries.saturating_sub(1) / 2).max(1);
     let mut pending: Vec<usize> = Vec::new();
     let mut left = concurrent;
+    for rule in &plan.first_round_faults {
+        let mut rule = rule.clone();
+        rule["tenant"] = json!(env.tenant);
+        env.control.call("POST", "faults", Some(rule)).await?;
+    }
+    let mut first_round = true;
     while left > 0 {
-        let n = left.min(concurrency).min(pool.sandboxes.len());
-        let outcomes = futures_join(&pool.sandboxes[..n], &bytes).await;
-        for o in outcomes {
-            record(&mut run, o, &mut pending);
+        let slots = concurrency.min(pool.sandboxes.len()).max(1);
+        // With siblings, odd slots deliver them; the event keeps at least one slot.
+        let which: Vec<usize> = (0..slots)
+            .map(|i| {
+                if all.len() > 1 && i % 2 == 1 {
+                    1 + (i / 2) % (all.len() - 1)
+                } else {
+                    0
+                }
+            })
+            .scan(left, |left, w| match (w, *left) {
+                (0, 0) => None,
+                (0, _) => {
+                    *left -= 1;
+                    Some(0)
+                }
+                (w, _) => Some(w),
+            })
+            .collect();
+        let events: Vec<&[u8]> = which.iter().map(|w| all[*w].as_slice()).collect();
+        let outcomes = futures_join(&pool.sandboxes[..which.len()], &events).await;
+        for (o, w) in outcomes.into_iter().zip(&which) {
+            record(&mut run, o, &mut pending, *w);
+            if *w == 0 {
+                left -= 1;
+            } else {
+                run.sibling_deliveries += 1;
+            }
         }
-        left -= n;
+        if std::mem::take(&mut first_round) && !plan.first_round_faults.is_empty() {
+            env.control
+                .call("DELETE", "faults", Some(json!({"tenant": env.tenant})))
+                .await?;
+        }
     }
     run.deliveries += concurrent;
     let sequential = deliveries.saturating_sub(1 + concurrent);
     for _ in 0..sequential {
         let o = deliver(&pool.sandboxes[0], &bytes).await;
-        record(&mut run, o, &mut pending);
+        record(&mut run, o, &mut pending, 0);
     }
     run.deliveries += sequential;
     // Redeliver retryable failures, a bounded number of times each.
     let mut rounds = 0;
     while !pending.is_empty() && rounds < 20 {
         rounds += 1;
-        let n = pending.len();
-        pending.clear();
-        for _ in 0..n {
+        for w in std::mem::take(&mut pending) {
             run.retries += 1;
-            let o = deliver(&pool.sandboxes[0], &bytes).await;
-            record(&mut run, o, &mut pending);
+            let o = deliver(&pool.sandboxes[0], &all[w]).await;
+            record(&mut run, o, &mut pending, w);
         }
         if !pending.is_empty() {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -624,9 +747,9 @@ async fn deliver(sb: &Sandbox, bytes: &[u8]) -> Outcome {
         .map(|i| i.outcome)
 }
 
-async fn futures_join(sandboxes: &[Sandbox], bytes: &[u8]) -> Vec<Outcome> {
+async fn futures_join(sandboxes: &[Sandbox], events: &[&[u8]]) -> Vec<Outcome> {
     let mut set = Vec::new();
-    for sb in sandboxes {
+    for (sb, bytes) in sandboxes.iter().zip(events) {
         set.push(deliver(sb, bytes));
     }
     join_all(set).await
@@ -656,12 +779,13 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
     out.into_iter().flatten().collect()
 }
 
-fn record(run: &mut ReplayRun, o: Outcome, pending: &mut Vec<usize>) {
+/// `which`: the event (0) or sibling (1..) delivered, for its redelivery.
+fn record(run: &mut ReplayRun, o: Outcome, pending: &mut Vec<usize>, which: usize) {
     match o {
         Ok(Ok(_)) => run.succeeded += 1,
         Ok(Err(e)) if is_retryable(&e.error_type) => {
             *run.retryable_errors.entry(e.error_type).or_insert(0) += 1;
-            pending.push(1);
+            pending.push(which);
         }
         Ok(Err(e)) => run
             .failures

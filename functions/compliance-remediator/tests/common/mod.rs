@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use autopilot_harness::{InvokeOptions, Sandbox, TestEnv};
+use autopilot_harness::{FunctionSpec, InvokeOptions, Sandbox, TestEnv};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
 
@@ -43,6 +43,15 @@ pub async fn sandbox(
     policy: &Value,
     overrides: &[(&str, &str)],
 ) -> (Sandbox, String) {
+    let spec = spec_with_policy(env, policy, overrides).await;
+    let bucket = spec.env["REPORT_BUCKET"].clone();
+    let sb = Sandbox::spawn(spec).await.unwrap();
+    sb.init_duration().await.unwrap();
+    (sb, bucket)
+}
+
+/// Stores `policy` as the tenant's own remediation policy document; returns its name.
+pub async fn put_policy(env: &TestEnv, policy: &Value) -> String {
     let name = format!("/autopilot-test/{}/remediation-policy", env.tenant);
     let ssm = aws_sdk_ssm::Client::new(&env.sdk().await);
     ssm.put_parameter()
@@ -53,6 +62,16 @@ pub async fn sandbox(
         .send()
         .await
         .unwrap();
+    name
+}
+
+/// The template's environment for the function plus `overrides`, reading the test's policy.
+pub async fn spec_with_policy(
+    env: &TestEnv,
+    policy: &Value,
+    overrides: &[(&str, &str)],
+) -> FunctionSpec {
+    let name = put_policy(env, policy).await;
     let mut spec = env
         .function("compliance-remediator", Path::new(BIN))
         .unwrap();
@@ -60,10 +79,7 @@ pub async fn sandbox(
     for (k, v) in overrides {
         spec.env.insert((*k).into(), (*v).into());
     }
-    let bucket = spec.env["REPORT_BUCKET"].clone();
-    let sb = Sandbox::spawn(spec).await.unwrap();
-    sb.init_duration().await.unwrap();
-    (sb, bucket)
+    spec
 }
 
 pub fn policy(max_nodes: usize, calendar: &str) -> Value {
@@ -120,6 +136,19 @@ pub async fn seed_count(env: &TestEnv, seed: u64, count: usize) -> Value {
             "tenant": env.tenant, "count": count, "seed": seed, "hybrid_fraction": 0.2,
             "noncompliant_fraction": 0.45, "not_applicable_fraction": 0.3,
             "offline_fraction": 0.1, "stopped_fraction": 0.08,
+        }))
+        .await
+        .unwrap()
+}
+
+/// Like [`seed_count`] with a chosen share of nodes missing patches; the same seed gives the
+/// same node ids and compliance in every tenant.
+pub async fn seed_noncompliant(env: &TestEnv, seed: u64, count: usize, fraction: f64) -> Value {
+    env.control
+        .seed_fleet(json!({
+            "tenant": env.tenant, "count": count, "seed": seed, "hybrid_fraction": 0.2,
+            "noncompliant_fraction": fraction, "not_applicable_fraction": 0.3,
+            "offline_fraction": 0.1, "stopped_fraction": 0.05,
         }))
         .await
         .unwrap()
@@ -191,4 +220,91 @@ pub async fn attempt(env: &TestEnv, node: &str, compliance_type: &str) -> Option
 
 pub async fn calls(env: &TestEnv, op: &str) -> u64 {
     env.control.ok_calls(&env.tenant, op).await.unwrap()
+}
+
+/// The tenant's remediation records (ledger), free of ids and clocks so that two tenants that
+/// did the same remediations compare equal: (node, type) → status, attempts and what the
+/// record is linked to — `command` (an emulated command that targeted the node), `automation`
+/// (an execution of the node), `associations`, `none`, or `dangling` (an id nothing matches).
+pub async fn ledger_records(env: &TestEnv) -> Value {
+    let ddb = aws_sdk_dynamodb::Client::new(&env.sdk().await);
+    let table = env.template.physical_name("LedgerTable").unwrap();
+    let prefix = format!("remediation#{}#", account_for(env));
+    let cmds = env.control.state("commands", &env.tenant).await.unwrap();
+    let autos = env.control.state("automations", &env.tenant).await.unwrap();
+    let targets = |list: &Value, id_field: &str, id: &str| -> Vec<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c[id_field] == id)
+            .flat_map(|c| {
+                let ids = if id_field == "CommandId" {
+                    &c["InstanceIds"]
+                } else {
+                    &c["Parameters"]["InstanceId"]
+                };
+                ids.as_array().cloned().unwrap_or_default()
+            })
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut out = serde_json::Map::new();
+    let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
+    loop {
+        let page = ddb
+            .scan()
+            .table_name(&table)
+            .filter_expression("begins_with(pk, :p)")
+            .expression_attribute_values(":p", AttributeValue::S(prefix.clone()))
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+            let pk = text("pk").unwrap_or_default();
+            let key = pk.trim_start_matches(&prefix).to_owned();
+            let node = key.split('#').next().unwrap_or_default().to_owned();
+            let link = match text("command_id") {
+                None => "none",
+                Some(c) if c.starts_with("associations:") => "associations",
+                Some(c) if targets(&cmds["Commands"], "CommandId", &c).contains(&node) => "command",
+                Some(c)
+                    if targets(&autos["AutomationExecutions"], "AutomationExecutionId", &c)
+                        .contains(&node) =>
+                {
+                    "automation"
+                }
+                Some(_) => "dangling",
+            };
+            let attempts = item
+                .get("attempts")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<f64>().ok());
+            out.insert(
+                key,
+                json!({"status": text("status"), "attempts": attempts, "link": link}),
+            );
+        }
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    Value::Object(out)
+}
+
+/// Patch command targets as sorted node lists, sorted (command ids and order differ per tenant).
+pub async fn command_targets(env: &TestEnv) -> Vec<Vec<String>> {
+    let mut all: Vec<Vec<String>> = commands(env)
+        .await
+        .into_iter()
+        .map(|mut c| {
+            c.sort();
+            c
+        })
+        .collect();
+    all.sort();
+    all
 }

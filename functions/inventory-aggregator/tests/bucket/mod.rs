@@ -1,0 +1,125 @@
+//! What the reliability tests compare: a fleet seeded identically on every tenant, and the
+//! objects a run left under an output prefix.
+
+use std::collections::BTreeMap;
+
+use autopilot_harness::TestEnv;
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+
+/// 55 nodes: two GetInventory pages per type (50 + 5), ~11 types, ~620 objects per run.
+pub const NODES: u64 = 55;
+
+/// The same fleet on every tenant: a fixed seed and a fixed creation time (capture times
+/// derive from it), 2026-03-13T12:00:00Z, so the samples' runs see fresh and stale nodes.
+pub async fn seed_fleet(env: &TestEnv) {
+    env.control
+        .seed_fleet(
+            json!({"tenant": env.tenant, "count": NODES, "seed": 5, "now": 1_773_403_200,
+            "windows_fraction": 0.3, "offline_fraction": 0.2}),
+        )
+        .await
+        .unwrap();
+}
+
+pub fn uniq(p: &str) -> String {
+    format!("{p}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+/// Every object under `prefix/`, keyed relative to it.
+pub async fn objects(env: &TestEnv, bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
+    let s3 = autopilot_shared::clients::s3(&env.sdk().await);
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let resp = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(format!("{prefix}/"))
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        keys.extend(resp.contents().iter().map(|o| o.key().unwrap().to_owned()));
+        token = resp.next_continuation_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    futures::stream::iter(keys)
+        .map(|key| {
+            let s3 = s3.clone();
+            async move {
+                let body = s3
+                    .get_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .send()
+                    .await?
+                    .body
+                    .collect()
+                    .await
+                    .unwrap()
+                    .into_bytes()
+                    .to_vec();
+                Ok::<_, aws_sdk_s3::error::SdkError<_>>((key[prefix.len() + 1..].to_owned(), body))
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// A manifest without what differs between two deliveries of one run by design: wall-clock
+/// `timing`, and the destination (the output prefix, also the start of the diff's key).
+fn comparable_manifest(bytes: &[u8]) -> Value {
+    let mut m: Value = serde_json::from_slice(bytes).unwrap();
+    let o = m.as_object_mut().unwrap();
+    o.remove("timing");
+    o.remove("destination");
+    if let Some(key) = m["diff"]["key"].as_str() {
+        let rel = key.split_once('/').map(|(_, r)| r.to_owned());
+        m["diff"]["key"] = json!(rel);
+    }
+    m
+}
+
+/// Where two outputs differ: keys only in one of them, objects whose bytes (manifests: whose
+/// comparable content) differ. Empty when they are the same.
+pub fn differences(
+    got: &BTreeMap<String, Vec<u8>>,
+    want: &BTreeMap<String, Vec<u8>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for k in got.keys().filter(|k| !want.contains_key(*k)) {
+        out.push(format!("extra {k}"));
+    }
+    for k in want.keys().filter(|k| !got.contains_key(*k)) {
+        out.push(format!("missing {k}"));
+    }
+    for (k, g) in got {
+        let Some(w) = want.get(k) else { continue };
+        let same = if k.ends_with("/manifest.json") {
+            comparable_manifest(g) == comparable_manifest(w)
+        } else {
+            g == w
+        };
+        if !same {
+            out.push(format!("differs {k}"));
+        }
+    }
+    out
+}
+
+pub fn assert_same_output(got: &BTreeMap<String, Vec<u8>>, want: &BTreeMap<String, Vec<u8>>) {
+    assert!(!want.is_empty(), "the reference wrote nothing");
+    let d = differences(got, want);
+    assert!(
+        d.is_empty(),
+        "{} of {} objects differ from the reference:\n  {}",
+        d.len(),
+        want.len(),
+        d.iter().take(20).cloned().collect::<Vec<_>>().join("\n  ")
+    );
+}

@@ -1,0 +1,538 @@
+//! Interruption: an enforcing sweep of a ≥ 200-node plan (several patch batches of 50) is
+//! SIGKILLed at seeded points of its execution, found through the emulator (the n-th
+//! SendCommand request arriving, held back by injected latency), and redelivered once its
+//! in-progress claim has expired (the invocation's deadline) until it succeeds; another sweep is
+//! cut by its deadline and finished by continuations, one of them killed and redelivered. The
+//! remediations must equal an uninterrupted run on a tenant with the same seeded fleet: every
+//! planned node commanded exactly once, none twice, nothing outside the plan.
+//!
+//! `INTERRUPTION_SEED=<n>` replays other kill points (the seed and points are printed).
+
+// Test-only crate: panicking on unexpected results is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use autopilot_harness::fault_matrix::{self, diff};
+use autopilot_harness::{FunctionSpec, InvokeOptions, Sandbox, TestEnv};
+use common::*;
+use serde_json::{Value, json};
+
+const FLEET_SEED: u64 = 71;
+/// 300 nodes, 90 % missing patches: ~230 planned (5 batches), and a short listing.
+const FLEET_SIZE: usize = 300;
+const NONCOMPLIANT: f64 = 0.9;
+const MIN_PLANNED: usize = 200;
+/// Remaining time of a delivery that gets killed: its claim holds until then. Long enough for
+/// a loaded machine to reach the 4th batch, short enough to wait out.
+const LEASE: Duration = Duration::from_secs(10);
+/// Latency on every SendCommand while a kill is armed: the request that arrived is still in
+/// the emulator (and will take effect) when the process dies.
+const HOLD_MS: u64 = 300;
+const DEFAULT_SEED: u64 = 20_261_201;
+
+fn seed() -> u64 {
+    std::env::var("INTERRUPTION_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEED)
+}
+
+/// A small deterministic generator (splitmix64) for the kill points.
+fn draw(state: &mut u64, below: u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % below
+}
+
+struct Tenant {
+    env: TestEnv,
+    /// Enforcing, with a 1 s checkpoint margin: a sweep with `LEASE` left runs every step.
+    spec: FunctionSpec,
+}
+
+async fn tenant(margin_seconds: &str) -> Tenant {
+    let env = TestEnv::new().await.unwrap();
+    seed_noncompliant(&env, FLEET_SEED, FLEET_SIZE, NONCOMPLIANT).await;
+    let spec = spec_with_policy(
+        &env,
+        &policy(1000, ""),
+        &[
+            ("DRY_RUN", "false"),
+            ("CHECKPOINT_MARGIN_SECONDS", margin_seconds),
+        ],
+    )
+    .await;
+    Tenant { env, spec }
+}
+
+async fn ready(spec: &FunctionSpec) -> Sandbox {
+    let sb = Sandbox::spawn(spec.clone()).await.unwrap();
+    sb.init_duration().await.unwrap();
+    sb
+}
+
+/// What an uninterrupted sweep of the same fleet did.
+struct Reference {
+    env: TestEnv,
+    spec: FunctionSpec,
+    batches: Vec<Vec<String>>,
+    planned: BTreeSet<String>,
+}
+
+async fn reference() -> Reference {
+    let t = tenant("1").await;
+    let sb = ready(&t.spec).await;
+    let r = invoke(&sb, &sweep_event(&t.env)).await;
+    let bucket = t.spec.env["REPORT_BUCKET"].clone();
+    let rep = report(&t.env, &bucket, r["summary"]["reportKey"].as_str().unwrap()).await;
+    let mut batches: Vec<Vec<String>> = rep["plan"]["patchBatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let mut v: Vec<String> = b
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_owned())
+                .collect();
+            v.sort();
+            v
+        })
+        .collect();
+    batches.sort();
+    let planned: BTreeSet<String> = batches.iter().flatten().cloned().collect();
+    assert!(planned.len() >= MIN_PLANNED, "{} planned", planned.len());
+    assert!(batches.len() >= 4, "{} batches", batches.len());
+    assert_eq!(
+        command_targets(&t.env).await,
+        batches,
+        "the uninterrupted sweep ran its plan"
+    );
+    Reference {
+        env: t.env,
+        spec: t.spec,
+        batches,
+        planned,
+    }
+}
+
+async fn add_rule(env: &TestEnv, mut rule: Value) -> u64 {
+    rule["tenant"] = json!(env.tenant);
+    let r = env
+        .control
+        .call("POST", "faults", Some(rule))
+        .await
+        .unwrap();
+    r["rules"][0]["id"].as_u64().unwrap()
+}
+
+async fn hits(env: &TestEnv, id: u64) -> u64 {
+    let rules = env.control.call("GET", "faults", None).await.unwrap();
+    rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .map_or(0, |r| r["hits"].as_u64().unwrap_or(0))
+}
+
+/// Delivers `event` to a fresh sandbox and SIGKILLs it as soon as rule `watch` has seen `at`
+/// SendCommand requests; `arm` is added the moment the request before that one arrived (the
+/// watch latency holds it), so it decides the `at`-th. Returns once the killed delivery's
+/// claim has expired, as Lambda's retry would wait.
+async fn kill_at_send(
+    spec: &FunctionSpec,
+    env: &TestEnv,
+    event: &Value,
+    watch: u64,
+    at: u64,
+    arm: Option<Value>,
+) {
+    let sb = ready(spec).await;
+    let bytes = serde_json::to_vec(event).unwrap();
+    let opts = InvokeOptions {
+        deadline_in: Some(LEASE),
+        ..InvokeOptions::default()
+    };
+    let started = Instant::now();
+    let mut arm = arm;
+    if at == 1
+        && let Some(rule) = arm.take()
+    {
+        add_rule(env, rule).await;
+    }
+    let (outcome, killed) = tokio::join!(sb.invoke(&bytes, opts), async {
+        while started.elapsed() < LEASE {
+            let seen = hits(env, watch).await;
+            if seen + 1 >= at
+                && let Some(rule) = arm.take()
+            {
+                add_rule(env, rule).await;
+            }
+            if seen >= at {
+                sb.kill();
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    });
+    sb.wait_exit().await;
+    assert!(
+        killed,
+        "SendCommand #{at} never arrived before the deadline: {:?}",
+        outcome.map(|i| i.outcome)
+    );
+    let until = started + LEASE + Duration::from_millis(500);
+    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+}
+
+/// Redelivers `event` (a fresh sandbox: the killed one is gone) until it succeeds.
+async fn redeliver(spec: &FunctionSpec, event: &Value) {
+    let sb = ready(spec).await;
+    let d = fault_matrix::deliver_until_ok(
+        &sb,
+        &serde_json::to_vec(event).unwrap(),
+        Duration::from_secs(120),
+        3,
+    )
+    .await
+    .unwrap();
+    assert!(d.violation.is_none(), "{:?} {:?}", d.violation, d.errors);
+}
+
+/// Every planned node commanded exactly once and nothing else; returns the commands' targets.
+async fn assert_exactly_the_plan(env: &TestEnv, reference: &Reference, case: &str) {
+    let sent = command_targets(env).await;
+    let all: Vec<&String> = sent.iter().flatten().collect();
+    let unique: BTreeSet<String> = all.iter().map(|s| (*s).clone()).collect();
+    let twice: Vec<&&String> = all
+        .iter()
+        .filter(|n| all.iter().filter(|m| m == n).count() > 1)
+        .collect();
+    assert!(twice.is_empty(), "{case}: nodes commanded twice: {twice:?}");
+    let missing: Vec<&String> = reference.planned.difference(&unique).collect();
+    let extra: Vec<&String> = unique.difference(&reference.planned).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{case}: {} planned nodes never commanded {missing:?}, {} commanded outside the plan {extra:?}",
+        missing.len(),
+        extra.len()
+    );
+    assert!(
+        sent.iter().all(|c| c.len() <= 50),
+        "{case}: a command over 50 nodes"
+    );
+}
+
+/// A verifying sweep in both tenants, then their ledgers compared (`links`: also what each
+/// record is linked to).
+async fn assert_same_ledger_after_verifying(
+    t: &Tenant,
+    reference: &Reference,
+    links: bool,
+    case: &str,
+) {
+    for (env, spec) in [(&t.env, &t.spec), (&reference.env, &reference.spec)] {
+        let sb = ready(spec).await;
+        invoke(&sb, &sweep_event(env)).await;
+    }
+    let strip = |mut v: Value| {
+        if !links {
+            for r in v.as_object_mut().unwrap().values_mut() {
+                r.as_object_mut().unwrap().remove("link");
+            }
+        }
+        v
+    };
+    let got = strip(ledger_records(&t.env).await);
+    let want = strip(ledger_records(&reference.env).await);
+    let remediated = want
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["status"] == "remediated")
+        .count();
+    assert_eq!(
+        remediated,
+        reference.planned.len(),
+        "the reference verified its plan"
+    );
+    if got != want {
+        let mut d = Vec::new();
+        diff("", &got, &want, &mut d);
+        panic!(
+            "{case}: ledger after a verifying sweep differs from the uninterrupted run's ({} records):\n  {}",
+            d.len(),
+            d.join("\n  ")
+        );
+    }
+}
+
+/// Kills one sweep delivery with the `at`-th SendCommand request in flight (sent, not yet
+/// linked in the ledger), then a redelivery with the `again`-th in flight, then redelivers.
+async fn killed_twice_in_flight() -> (Tenant, Reference) {
+    let mut state = seed();
+    let first = 1 + draw(&mut state, 2);
+    let second = first + 1 + draw(&mut state, 2);
+    eprintln!(
+        "INTERRUPTION_SEED={} → kills at SendCommand #{first} and #{second}",
+        seed()
+    );
+    let started = Instant::now();
+    let (reference, t) = tokio::join!(reference(), tenant("1"));
+    let watch = add_rule(
+        &t.env,
+        json!({"operation": "ssm:SendCommand", "latency_ms": HOLD_MS}),
+    )
+    .await;
+    let sweep = sweep_event(&t.env);
+    kill_at_send(&t.spec, &t.env, &sweep, watch, first, None).await;
+    kill_at_send(&t.spec, &t.env, &sweep, watch, second, None).await;
+    fault_matrix::clear_faults(&t.env).await.unwrap();
+    redeliver(&t.spec, &sweep).await;
+    eprintln!(
+        "killed twice and redelivered: {} planned nodes in {} batches, {:.1} s",
+        reference.planned.len(),
+        reference.batches.len(),
+        started.elapsed().as_secs_f64()
+    );
+    (t, reference)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_killed_twice_mid_execution_and_redelivered_commands_each_planned_node_once() {
+    let (t, reference) = killed_twice_in_flight().await;
+    assert_exactly_the_plan(&t.env, &reference, "killed twice").await;
+    assert_same_ledger_after_verifying(&t, &reference, false, "killed twice").await;
+}
+
+/// Kills a sweep delivery with its `first`-th SendCommand in flight (sent, not yet linked in
+/// the ledger), then kills the redelivery after its next patch step recorded its attempts and
+/// before its SendCommand (the `second`-th request, which then fails without effect) reached
+/// SSM, then redelivers until done.
+async fn killed_in_flight_then_before_the_send() -> (Tenant, Reference) {
+    let mut state = seed() ^ 0x5eed;
+    let first = 1 + draw(&mut state, 2);
+    let second = first + 1 + draw(&mut state, 2);
+    eprintln!(
+        "INTERRUPTION_SEED={} → killed with SendCommand #{first} in flight, then before #{second} took effect",
+        seed()
+    );
+    let (reference, t) = tokio::join!(reference(), tenant("1"));
+    let watch = add_rule(
+        &t.env,
+        json!({"operation": "ssm:SendCommand", "latency_ms": HOLD_MS}),
+    )
+    .await;
+    let sweep = sweep_event(&t.env);
+    kill_at_send(&t.spec, &t.env, &sweep, watch, first, None).await;
+    let lost = json!({"operation": "ssm:SendCommand", "error_rate": 1.0, "max_hits": 1,
+                      "latency_ms": 2000});
+    kill_at_send(&t.spec, &t.env, &sweep, watch, second, Some(lost)).await;
+    fault_matrix::clear_faults(&t.env).await.unwrap();
+    assert_eq!(
+        calls(&t.env, "ssm:SendCommand").await,
+        second - 1,
+        "the request the second kill cut off had no effect"
+    );
+    redeliver(&t.spec, &sweep).await;
+    (t, reference)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs exactly-once patch steps: at HEAD a kill between a step's attempt records and its SendCommand strands the batch (the redelivery skips the Pending records as in cooldown, nothing is sent) and a kill between SendCommand and its ledger link leaves the records without a command id (the command's status events are ignored)"]
+async fn a_sweep_killed_before_a_send_and_before_a_link_still_commands_and_links_every_node_once() {
+    let started = Instant::now();
+    let (t, reference) = killed_in_flight_then_before_the_send().await;
+    assert_exactly_the_plan(&t.env, &reference, "killed before send / before link").await;
+    let ledger = ledger_records(&t.env).await;
+    let unlinked: Vec<&String> = ledger
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["link"] != "command")
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        unlinked.is_empty(),
+        "{} records not linked to their command: {unlinked:?}",
+        unlinked.len()
+    );
+    // What the link is for: each command's status event finds its node's record.
+    let s = t
+        .env
+        .control
+        .state("commands", &t.env.tenant)
+        .await
+        .unwrap();
+    let sb = ready(&t.spec).await;
+    for c in s["Commands"].as_array().unwrap() {
+        let node = c["InstanceIds"][0].as_str().unwrap();
+        let mut ev = sample(&t.env, "command-invocation-failed.json");
+        ev["detail"]["instance-id"] = json!(node);
+        ev["detail"]["command-id"] = c["CommandId"].clone();
+        ev["detail"]["status"] = json!("Success");
+        let r = invoke(&sb, &ev).await;
+        assert_eq!(r["decision"], "recorded", "{node}: {r}");
+    }
+    assert_same_ledger_after_verifying(&t, &reference, true, "killed before send / before link")
+        .await;
+    eprintln!(
+        "killed before a send and before a link: {} planned nodes, {:.1} s",
+        reference.planned.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A rule routing this sweep's continuation events from the audit bus to a queue of the
+/// test's own, as the template's rule routes them to the function.
+struct Continuations {
+    queue: String,
+}
+
+impl Continuations {
+    async fn start(env: &TestEnv, sweep_id: &str) -> Self {
+        let name = format!("interrupt-{}", &sweep_id[..8]);
+        let queue = env
+            .control
+            .aws_json("AmazonSQS.CreateQueue", json!({"QueueName": name}))
+            .await
+            .unwrap()["QueueUrl"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let events = aws_sdk_eventbridge::Client::new(&env.sdk().await);
+        let bus = env.template.physical_name("AuditBus").unwrap();
+        events
+            .put_rule()
+            .event_bus_name(&bus)
+            .name(&name)
+            .event_pattern(
+                json!({"source": ["ssm-autopilot.compliance-remediator"],
+                       "detail-type": ["Compliance Sweep Continuation"],
+                       "detail": {"sweepId": [sweep_id]}})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        events
+            .put_targets()
+            .event_bus_name(&bus)
+            .rule(&name)
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("queue")
+                    .arn(format!("arn:aws:sqs:us-east-1:123456789012:{name}"))
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        Self { queue }
+    }
+
+    async fn next(&self, env: &TestEnv) -> Value {
+        let got = env
+            .control
+            .aws_json(
+                "AmazonSQS.ReceiveMessage",
+                json!({"QueueUrl": self.queue, "MaxNumberOfMessages": 1, "WaitTimeSeconds": 5}),
+            )
+            .await
+            .unwrap();
+        let msg = got["Messages"]
+            .get(0)
+            .expect("a continuation event on the audit bus")
+            .clone();
+        env.control
+            .aws_json(
+                "AmazonSQS.DeleteMessage",
+                json!({"QueueUrl": self.queue, "ReceiptHandle": msg["ReceiptHandle"]}),
+            )
+            .await
+            .unwrap();
+        serde_json::from_str(msg["Body"].as_str().unwrap()).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_cut_by_its_deadline_and_a_killed_continuation_run_each_batch_once() {
+    let started = Instant::now();
+    let mut state = seed() ^ 0xc0de;
+    // The template's 90 s margin against 60 s left: one step per invocation.
+    let (reference, t) = tokio::join!(reference(), tenant("90"));
+    let kill_in = 1 + draw(&mut state, 2);
+    eprintln!(
+        "INTERRUPTION_SEED={} → continuation #{kill_in} killed",
+        seed()
+    );
+    let sweep = sweep_event(&t.env);
+    let sweep_id = sweep["id"].as_str().unwrap().to_owned();
+    let continuations = Continuations::start(&t.env, &sweep_id).await;
+    let short = InvokeOptions {
+        deadline_in: Some(Duration::from_secs(60)),
+        ..InvokeOptions::default()
+    };
+    let sb = ready(&t.spec).await;
+    let r = invoke_with(&sb, &sweep, short.clone()).await;
+    let mut left = r["summary"]["checkpointedSteps"].as_u64().unwrap();
+    assert_eq!(
+        left as usize + 1,
+        reference.batches.len(),
+        "cut after one step: {r}"
+    );
+    assert_eq!(calls(&t.env, "ssm:SendCommand").await, 1);
+    let (mut n, mut killed) = (0, 0);
+    while left > 0 {
+        let cont = continuations.next(&t.env).await;
+        assert_eq!(cont["detail"]["sweepId"], json!(sweep_id));
+        n += 1;
+        let r = if n == kill_in {
+            // Killed with its step's SendCommand in flight, then redelivered by Lambda.
+            let sent = calls(&t.env, "ssm:SendCommand").await;
+            let watch = add_rule(
+                &t.env,
+                json!({"operation": "ssm:SendCommand", "latency_ms": HOLD_MS}),
+            )
+            .await;
+            kill_at_send(&t.spec, &t.env, &cont, watch, 1, None).await;
+            fault_matrix::clear_faults(&t.env).await.unwrap();
+            assert_eq!(calls(&t.env, "ssm:SendCommand").await, sent + 1);
+            killed += 1;
+            let sb = ready(&t.spec).await;
+            invoke_with(&sb, &cont, short.clone()).await
+        } else {
+            invoke_with(&sb, &cont, short.clone()).await
+        };
+        assert_eq!(r["decision"], "continued", "{r}");
+        // A repeat delivery of the same continuation runs nothing again.
+        assert_eq!(
+            invoke_with(&sb, &cont, short.clone()).await["replayed"],
+            true
+        );
+        left = r["summary"]["checkpointedSteps"].as_u64().unwrap();
+        assert!(
+            n <= reference.batches.len() as u64 + 1,
+            "each continuation makes progress"
+        );
+    }
+    assert_eq!(killed, 1);
+    assert_exactly_the_plan(&t.env, &reference, "deadline cut").await;
+    // The checkpoint holds the plan's batches: the same commands as the uninterrupted run.
+    assert_eq!(command_targets(&t.env).await, reference.batches);
+    eprintln!(
+        "deadline cut + {n} continuations (one killed): {} batches, {:.1} s",
+        reference.batches.len(),
+        started.elapsed().as_secs_f64()
+    );
+}

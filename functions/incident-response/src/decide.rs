@@ -316,6 +316,12 @@ pub struct ExecutionRecord {
     pub document: String,
     /// Terminal status already recorded (Success, Failed, TimedOut, Cancelled).
     pub status: Option<String>,
+    /// Every step of the follow-up to `status` completed. A delivery that recorded the status
+    /// and then failed leaves it false, so the redelivery finishes the follow-up.
+    pub handled: bool,
+    /// The impact an escalation raised the incident to, recorded with the status so that a
+    /// resumed escalation does not raise it a second time.
+    pub escalated_to: Option<u8>,
 }
 
 /// The incident as the ledger records it.
@@ -370,17 +376,24 @@ pub fn follow_up(
         entry,
     };
     if let Some(prev) = &exec.status {
-        if prev == status {
+        if prev != status {
+            // A terminal status never flips silently (e.g. Success replayed after Failed).
+            return note(format!(
+                "runbook {} reported {status} after {prev} was recorded; kept {prev}",
+                exec.document
+            ));
+        }
+        if exec.handled {
             return FollowUp::Ignore {
                 reason: format!("status {status} of {} already recorded", exec.execution_id),
             };
         }
-        // A terminal status never flips silently (e.g. Success replayed after Failed).
-        return note(format!(
-            "runbook {} reported {status} after {prev} was recorded; kept {prev}",
-            exec.document
-        ));
+        // Recorded by a delivery that failed before finishing: finish its follow-up (every
+        // step is idempotent).
     }
+    // A resumed success may find the incident already resolved by the interrupted delivery:
+    // finishing it (and reporting it) is still this execution's resolution.
+    let resuming = exec.status.is_some();
     match outcome {
         AutomationOutcome::Running => FollowUp::Ignore {
             reason: format!("execution {} is still {status}", exec.execution_id),
@@ -392,7 +405,7 @@ pub fn follow_up(
                 incident_id: incident.incident_id.clone(),
                 execution_id: exec.execution_id.clone(),
                 document: exec.document.clone(),
-                resolve: incident.open && done.len() >= incident.planned,
+                resolve: (incident.open || resuming) && done.len() >= incident.planned,
             }
         }
         AutomationOutcome::Failed | AutomationOutcome::TimedOut => FollowUp::Escalate {
@@ -400,7 +413,9 @@ pub fn follow_up(
             execution_id: exec.execution_id.clone(),
             document: exec.document.clone(),
             status: status.to_owned(),
-            impact: incident.impact.saturating_sub(1).max(1),
+            impact: exec
+                .escalated_to
+                .unwrap_or_else(|| incident.impact.saturating_sub(1).max(1)),
         },
         AutomationOutcome::Cancelled => note(format!("runbook {} was {status}", exec.document)),
     }
@@ -614,6 +629,8 @@ mod tests {
             incident_id: "inc-1".into(),
             document: "AWS-RestartEC2Instance".into(),
             status: None,
+            handled: false,
+            escalated_to: None,
         };
         let inc = IncidentRecord {
             incident_id: "inc-1".into(),
@@ -640,7 +657,9 @@ mod tests {
         ));
         let failed = ExecutionRecord {
             status: Some("Failed".into()),
-            ..exec
+            handled: true,
+            escalated_to: Some(1),
+            ..exec.clone()
         };
         assert!(matches!(
             follow_up(&failed, &inc, AutomationOutcome::Succeeded, "Success"),
@@ -649,6 +668,55 @@ mod tests {
         assert!(matches!(
             follow_up(&failed, &inc, AutomationOutcome::Failed, "Failed"),
             FollowUp::Ignore { .. }
+        ));
+    }
+
+    #[test]
+    fn a_follow_up_recorded_but_not_finished_is_resumed_without_a_second_escalation() {
+        let exec = ExecutionRecord {
+            execution_id: "e1".into(),
+            incident_id: "inc-1".into(),
+            document: "AWS-RestartEC2Instance".into(),
+            status: Some("Failed".into()),
+            handled: false,
+            escalated_to: Some(2),
+        };
+        // The interrupted delivery already lowered the ledger's impact from 3 to 2.
+        let inc = IncidentRecord {
+            incident_id: "inc-1".into(),
+            open: true,
+            impact: 2,
+            planned: 1,
+            succeeded: BTreeSet::new(),
+        };
+        assert!(matches!(
+            follow_up(&exec, &inc, AutomationOutcome::Failed, "Failed"),
+            FollowUp::Escalate { impact: 2, .. }
+        ));
+        let succeeded = ExecutionRecord {
+            status: Some("Success".into()),
+            escalated_to: None,
+            ..exec
+        };
+        assert!(matches!(
+            follow_up(&succeeded, &inc, AutomationOutcome::Succeeded, "Success"),
+            FollowUp::Succeeded { resolve: true, .. }
+        ));
+        // The interrupted delivery resolved the incident before failing: the resumption still
+        // resolves (idempotently) and reports it.
+        let resolved = IncidentRecord {
+            open: false,
+            succeeded: ["e1".to_owned()].into(),
+            ..inc
+        };
+        assert!(matches!(
+            follow_up(
+                &succeeded,
+                &resolved,
+                AutomationOutcome::Succeeded,
+                "Success"
+            ),
+            FollowUp::Succeeded { resolve: true, .. }
         ));
     }
 }

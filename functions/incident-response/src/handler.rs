@@ -616,24 +616,28 @@ async fn follow(
             resolve,
             ..
         } => {
+            // The status is recorded first and the follow-up marked handled last: a delivery
+            // that fails in between is finished by the redelivery. Entries are keyed by the
+            // execution, so whichever delivery finishes adds them once.
             deps.ledger
-                .set_execution_status(&execution_id, status)
+                .set_execution_status(&execution_id, status, None)
                 .await?;
             deps.ledger
                 .add_succeeded(&row.record.incident_id, &execution_id)
                 .await?;
             let mut entries = vec![entry(
-                event_id,
+                &execution_id,
                 "runbook-succeeded",
                 "runbook-succeeded",
                 format!("{document} succeeded: execution {execution_id}"),
             )];
             if !resolve {
                 record(deps, &row, &entries).await?;
+                deps.ledger.set_execution_handled(&execution_id).await?;
                 return Ok(base("succeeded"));
             }
             entries.push(entry(
-                event_id,
+                &execution_id,
                 "resolved",
                 "resolved",
                 "every runbook of the plan succeeded".into(),
@@ -651,6 +655,7 @@ async fn follow(
             deps.ledger
                 .resolve(&row, &chrono::Utc::now().to_rfc3339())
                 .await?;
+            deps.ledger.set_execution_handled(&execution_id).await?;
             tracing::info!(decision = "resolved", incident_id = %row.record.incident_id, "incident resolved");
             Ok(base("resolved"))
         }
@@ -661,15 +666,16 @@ async fn follow(
             impact,
             ..
         } => {
+            // Recorded with the status: a resumed escalation raises to the same impact.
             deps.ledger
-                .set_execution_status(&execution_id, &status)
+                .set_execution_status(&execution_id, &status, Some(impact))
                 .await?;
             deps.ledger
                 .set_impact(&row.record.incident_id, impact)
                 .await?;
             if let Some(r) = &row.backend_ref {
                 deps.backend
-                    .escalate(r, impact, &deterministic_uuid(&["escalate", event_id]))
+                    .escalate(r, impact, &deterministic_uuid(&["escalate", &execution_id]))
                     .await?;
             }
             let text = format!(
@@ -678,7 +684,7 @@ async fn follow(
             record(
                 deps,
                 &row,
-                &[entry(event_id, "escalated", "escalated", text.clone())],
+                &[entry(&execution_id, "escalated", "escalated", text.clone())],
             )
             .await?;
             notify(
@@ -696,6 +702,7 @@ async fn follow(
                 }),
             )
             .await?;
+            deps.ledger.set_execution_handled(&execution_id).await?;
             tracing::warn!(decision = "escalated", incident_id = %row.record.incident_id, impact, "incident escalated");
             Ok(Outcome {
                 impact: Some(impact),

@@ -7,8 +7,9 @@
 //!   JSON entries) and entry_ids (string set, so a retried step never appends twice);
 //! - `incident-open#<plan>#<resource_key>`: the incident of (plan, resource) — at most one open;
 //! - `incident-resource#<resource_key>`: open incident ids of a resource (string set);
-//! - `execution#<automation execution id>`: the incident and runbook it belongs to, and its
-//!   recorded terminal status.
+//! - `execution#<automation execution id>`: the incident and runbook it belongs to, its
+//!   recorded terminal status (with the impact an escalation raised the incident to), and
+//!   `handled` once the follow-up to that status completed.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -396,31 +397,54 @@ impl Ledger {
                     incident_id: get_s(&i, "incident_id")?,
                     document: get_s(&i, "document").unwrap_or_default(),
                     status: get_s(&i, "status"),
+                    handled: i
+                        .get("handled")
+                        .and_then(|v| v.as_bool().ok())
+                        .copied()
+                        .unwrap_or(false),
+                    escalated_to: get_n(&i, "escalated_to").and_then(|v| u8::try_from(v).ok()),
                 })
             }))
     }
 
-    /// Records the terminal status once; `false` when one was already recorded.
+    /// Records the terminal status once, with the impact an escalation raises the incident
+    /// to; `false` when one was already recorded.
     pub async fn set_execution_status(
         &self,
         execution_id: &str,
         status: &str,
+        escalated_to: Option<u8>,
     ) -> Result<bool, AwsCallError> {
-        let res = self
+        let mut req = self
             .ddb
             .update_item()
             .table_name(&self.table)
             .key("pk", s(&format!("execution#{execution_id}")))
-            .update_expression("SET #st = :s")
+            .update_expression(if escalated_to.is_some() {
+                "SET #st = :s, escalated_to = :i"
+            } else {
+                "SET #st = :s"
+            })
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(#st)")
             .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":s", s(status))
-            .send()
-            .await;
-        match res {
+            .expression_attribute_values(":s", s(status));
+        if let Some(i) = escalated_to {
+            req = req.expression_attribute_values(":i", n(i));
+        }
+        match req.send().await {
             Ok(_) => Ok(true),
             Err(e) if is_condition_failure(&e) => Ok(false),
             Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
         }
+    }
+
+    /// Marks the follow-up of the recorded status complete: later deliveries of it are ignored.
+    pub async fn set_execution_handled(&self, execution_id: &str) -> Result<(), AwsCallError> {
+        self.update(
+            &format!("execution#{execution_id}"),
+            "SET handled = :t",
+            &[(":t", AttributeValue::Bool(true))],
+        )
+        .await
     }
 }

@@ -386,9 +386,10 @@ pub fn fresh_samples(env: &TestEnv, function: &str) -> Result<Vec<(String, Value
 }
 
 /// The tenant's observable side effects, free of ids and clocks so that two tenants that
-/// processed the same events compare equal: OpsItems (status, title, occurrence count, number
-/// of related resources), Automation executions, commands and their invocations, association
-/// runs, and successful SNS publishes and S3 writes.
+/// processed the same events compare equal: OpsItems (status, title, severity, priority,
+/// occurrence count, impact, timeline entries, number of related resources), Automation
+/// executions, commands and their invocations, association runs, and successful SNS publishes
+/// and S3 writes.
 pub async fn side_effects(env: &TestEnv) -> Result<Value, HarnessError> {
     let c = &env.control;
     let items = c.state("opsitems", &env.tenant).await?;
@@ -403,11 +404,28 @@ pub async fn side_effects(env: &TestEnv) -> Result<Value, HarnessError> {
                 .and_then(|s| serde_json::from_str::<Value>(s).ok())
                 .and_then(|v| v.as_array().map(Vec::len))
                 .unwrap_or(0);
+            // An incident's timeline mirror (incident-response): kinds and texts, without the
+            // per-tenant ids and the entries' clock times.
+            let timeline: Vec<Value> = data["autopilot:timeline"]["Value"]
+                .as_str()
+                .and_then(|s| serde_json::from_str::<Vec<Value>>(s).ok())
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    json!({
+                        "kind": e["kind"],
+                        "text": without_ids(e["text"].as_str().unwrap_or_default()),
+                    })
+                })
+                .collect();
             json!({
                 "title": i["Title"],
                 "status": i["Status"],
                 "severity": i["Severity"],
+                "priority": i["Priority"],
                 "occurrences": data["autopilot:occurrences"]["Value"],
+                "impact": data["autopilot:impact"]["Value"],
+                "timeline": timeline,
                 "resources": resources,
             })
         })
@@ -442,6 +460,32 @@ pub async fn side_effects(env: &TestEnv) -> Result<Value, HarnessError> {
     // Titles and descriptions may name the account, which differs per tenant.
     let text = doc.to_string().replace(&test_account(env), "<account>");
     serde_json::from_str(&text).map_err(|e| HarnessError::Emulator(e.to_string()))
+}
+
+/// `text` with UUIDs (execution and event ids) and `inc-<hex>` incident ids replaced by
+/// placeholders: they differ between two tenants that processed the same events.
+pub fn without_ids(text: &str) -> String {
+    let is_hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_uuid = |s: &str| {
+        s.len() == 36
+            && s.split('-').map(str::len).eq([8, 4, 4, 4, 12])
+            && is_hex(&s.replace('-', ""))
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if rest.get(..36).is_some_and(is_uuid) {
+            out.push_str("<uuid>");
+            rest = &rest[36..];
+        } else if rest.starts_with("inc-") && rest.get(4..24).is_some_and(is_hex) {
+            out.push_str("<incident>");
+            rest = &rest[24..];
+        } else {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
 }
 
 /// How one event's deliveries went.

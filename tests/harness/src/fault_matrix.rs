@@ -88,6 +88,8 @@ pub struct Delivered {
     pub errors: BTreeMap<String, usize>,
     /// A non-retryable failure, or the error still seen after the last redelivery.
     pub violation: Option<String>,
+    /// The function's response to the delivery that succeeded.
+    pub response: Option<Value>,
 }
 
 /// Delivers `bytes` until it succeeds, at most `max_redeliveries` more times; every failure
@@ -109,7 +111,10 @@ pub async fn deliver_until_ok(
             ..InvokeOptions::default()
         };
         let e = match sb.invoke(bytes, opts).await?.outcome {
-            Ok(_) => return Ok(d),
+            Ok(r) => {
+                d.response = Some(r);
+                return Ok(d);
+            }
             Err(e) => e,
         };
         *d.errors.entry(e.error_type.clone()).or_insert(0) += 1;

@@ -25,7 +25,7 @@ use crate::plan::{
 use crate::policy::{Policy, default_policy};
 use crate::remediate::{PATCH_DOCUMENT, Remediator};
 use crate::report::{self, CalendarState, Report};
-use crate::work::{Executed, Runner, Step, Work, steps};
+use crate::work::{Executed, Runner, Step, Work, steps, with_own_claims};
 
 pub const CONTINUATION: &str = "Compliance Sweep Continuation";
 pub const AUDIT_SOURCE: &str = "ssm-autopilot.compliance-remediator";
@@ -344,6 +344,8 @@ struct Gathered {
     findings: Vec<Finding>,
     calendar: Option<CalendarState>,
     plan: Plan,
+    /// Records an earlier delivery of this event claimed and linked nothing to (claim time).
+    own: BTreeMap<Key, i64>,
 }
 
 async fn gather(
@@ -398,9 +400,11 @@ async fn gather(
             attempt_keys.push(Key::new(n, ASSOCIATION));
         }
     }
-    let ledger = deps
+    // A redelivery's own unfinished claims are not attempts that hold a cooldown: the plan
+    // decides them again, as the first delivery did.
+    let (ledger, own) = deps
         .ledger
-        .load(&ctx.account, &exception_keys, &attempt_keys)
+        .load_for_sweep(&ctx.account, &exception_keys, &attempt_keys, &ctx.event_id)
         .await?;
     let plan = plan(&Input {
         findings: &findings,
@@ -418,6 +422,7 @@ async fn gather(
         findings,
         calendar,
         plan,
+        own,
     })
 }
 
@@ -553,15 +558,16 @@ async fn execute(
         sweep_id: sweep_id.to_owned(),
         account: ctx.account.clone(),
         patch: g.policy.patch.clone(),
-        steps: steps(&g.plan),
+        steps: with_own_claims(steps(&g.plan), &g.own),
     };
-    run_work(deps, ctx, &work).await
+    run_work(deps, ctx, &work, &g.own).await
 }
 
 async fn run_work(
     deps: &Deps,
     ctx: &Ctx<'_>,
     work: &Work,
+    own: &BTreeMap<Key, i64>,
 ) -> Result<(Vec<Executed>, usize), RemediatorError> {
     let runner = Runner {
         ledger: &deps.ledger,
@@ -570,6 +576,7 @@ async fn run_work(
         now: ctx.now.timestamp(),
         deadline: ctx.lambda.deadline(),
         margin: deps.config.checkpoint_margin,
+        own,
     };
     let (done, rest) = runner.run(work).await?;
     if !rest.is_empty() {
@@ -610,7 +617,7 @@ async fn continuation(
         .await?
         .ok_or(RemediatorError::CheckpointMissing)?;
     let work: Work = serde_json::from_str(&body).map_err(|_| RemediatorError::CheckpointMissing)?;
-    let (executed, left) = run_work(deps, ctx, &work).await?;
+    let (executed, left) = run_work(deps, ctx, &work, &BTreeMap::new()).await?;
     let date = ctx.now.format("%Y-%m-%d").to_string();
     let part = format!(
         "continuation-{}",

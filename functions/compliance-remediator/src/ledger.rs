@@ -5,14 +5,19 @@
 //!   operators; an exception stops remediation until it expires (checked in code: TTL lags).
 //! - `remediation#<account>#<node>#<type>` {attempts, last_attempt_at, status, sweep_id,
 //!   command_id} — written BEFORE a command is sent, so a retry after a crash sees the attempt
-//!   and the cooldown holds (SendCommand has no idempotency token).
+//!   and the cooldown holds (SendCommand has no idempotency token). A record carrying a sweep's
+//!   id but no `command_id` is that sweep's claim: a redelivery of the sweep finishes it.
+//! - `association-runs#<account>#<sweep-id>` {ids} — associations a sweep has run once.
 //! - `checkpoint#<sweep-id>` {work} — the rest of a sweep that ran out of time.
 //! - `deferral#<sweep-id>` {reason, calendar, deferred, next_transition}.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use autopilot_shared::error::AwsCallError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure,
+};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::plan::{Attempt, AttemptStatus, Key, LedgerState};
@@ -62,6 +67,41 @@ pub fn remediation_pk(account: &str, key: &Key) -> String {
     )
 }
 
+fn association_runs_pk(account: &str, sweep_id: &str) -> String {
+    format!("association-runs#{account}#{sweep_id}")
+}
+
+/// A record is `sweep`'s unfinished claim when that sweep wrote it and linked nothing to it:
+/// whether the delivery that wrote it got its command out is not known from the record.
+pub fn is_own_claim(record_sweep: &str, has_reference: bool, sweep: &str) -> bool {
+    !sweep.is_empty() && record_sweep == sweep && !has_reference
+}
+
+/// How the keys of one step stood once the step claimed them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claims {
+    /// Recorded by this call: nothing was sent for them yet.
+    pub fresh: Vec<Key>,
+    /// Claimed by an earlier delivery of this sweep, nothing linked: the send may or may not
+    /// have gone out; the value is when they were claimed.
+    pub own: Vec<(Key, i64)>,
+    /// Claimed by this sweep and linked to what it started (command or execution id).
+    pub sent: Vec<(Key, String)>,
+}
+
+enum ClaimOutcome {
+    Fresh,
+    Own(i64),
+    Sent(String),
+}
+
+fn claim_outcome(item: &HashMap<String, AttributeValue>) -> ClaimOutcome {
+    match text(item, "command_id").filter(|c| !c.is_empty()) {
+        Some(c) => ClaimOutcome::Sent(c.to_owned()),
+        None => ClaimOutcome::Own(num(item, "last_attempt_at").unwrap_or(0)),
+    }
+}
+
 fn parse_status(v: &str) -> Option<AttemptStatus> {
     serde_json::from_value(serde_json::Value::String(v.to_owned())).ok()
 }
@@ -94,6 +134,23 @@ impl Ledger {
         exception_keys: &[Key],
         attempt_keys: &[Key],
     ) -> Result<LedgerState, AwsCallError> {
+        Ok(self
+            .load_for_sweep(account, exception_keys, attempt_keys, "")
+            .await?
+            .0)
+    }
+
+    /// As [`Ledger::load`], for a delivery of `sweep_id`: the records that sweep claimed
+    /// without linking anything (an earlier delivery failed or died mid-step) are returned
+    /// apart, with their claim time, instead of as attempts. They are the sweep's own work in
+    /// flight, not someone else's attempt holding a cooldown.
+    pub async fn load_for_sweep(
+        &self,
+        account: &str,
+        exception_keys: &[Key],
+        attempt_keys: &[Key],
+        sweep_id: &str,
+    ) -> Result<(LedgerState, BTreeMap<Key, i64>), AwsCallError> {
         let mut wanted: BTreeMap<String, (bool, Key)> = BTreeMap::new();
         for k in exception_keys {
             let star = Key::new(&k.resource_id, "*");
@@ -114,6 +171,7 @@ impl Ledger {
         .try_collect()
         .await?;
         let mut state = LedgerState::default();
+        let mut own = BTreeMap::new();
         for item in items.into_iter().flatten() {
             let Some((exception, key)) = text(&item, "pk").and_then(|pk| wanted.get(pk)) else {
                 continue;
@@ -122,6 +180,12 @@ impl Ledger {
                 if let Some(exp) = num(&item, "expires_at") {
                     state.exceptions.insert(key.clone(), exp);
                 }
+            } else if is_own_claim(
+                text(&item, "sweep_id").unwrap_or_default(),
+                text(&item, "command_id").is_some_and(|c| !c.is_empty()),
+                sweep_id,
+            ) {
+                own.insert(key.clone(), num(&item, "last_attempt_at").unwrap_or(0));
             } else if let Some(status) = text(&item, "status").and_then(parse_status) {
                 state.attempts.insert(
                     key.clone(),
@@ -134,7 +198,7 @@ impl Ledger {
                 );
             }
         }
-        Ok(state)
+        Ok((state, own))
     }
 
     async fn batch_get(
@@ -183,129 +247,244 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Records an attempt for each key before anything is sent. Returns the keys recorded
-    /// now; a key this sweep already recorded (a retried step) is left out, so it is not sent twice.
-    /// When one record fails, the ones this call wrote are given back (best effort), or the
-    /// retried step would skip them as sent and strand their nodes.
+    /// Records an attempt for each key before anything is sent (concurrently). A key this
+    /// sweep already claimed is not counted again: it comes back as `own` (nothing linked yet)
+    /// or `sent`. When one write fails the step fails as a whole and nothing is given back:
+    /// the records written carry this sweep's id, so its retry takes them as its own claims.
     pub async fn begin_attempts(
         &self,
         account: &str,
         keys: &[Key],
         sweep_id: &str,
         now: i64,
-    ) -> Result<Vec<Key>, AwsCallError> {
+    ) -> Result<Claims, AwsCallError> {
         let recorded = stream::iter(keys.iter().cloned())
             .map(|k| async move {
-                let res = self
-                    .ddb
-                    .update_item()
-                    .table_name(&self.table)
-                    .key("pk", s(&remediation_pk(account, &k)))
-                    .update_expression(
-                        "SET attempts = if_not_exists(attempts, :zero) + :one, last_attempt_at = :now, \
-                         #st = :pending, sweep_id = :sid, node = :node, compliance_type = :ct, \
-                         account = :acct, expires_at = :exp REMOVE command_id",
-                    )
-                    .condition_expression("attribute_not_exists(sweep_id) OR sweep_id <> :sid")
-                    .expression_attribute_names("#st", "status")
-                    .expression_attribute_values(":zero", n(0))
-                    .expression_attribute_values(":one", n(1))
-                    .expression_attribute_values(":now", n(now))
-                    .expression_attribute_values(":pending", s(&status_str(AttemptStatus::Pending)))
-                    .expression_attribute_values(":sid", s(sweep_id))
-                    .expression_attribute_values(":node", s(&k.resource_id))
-                    .expression_attribute_values(":ct", s(&k.compliance_type))
-                    .expression_attribute_values(":acct", s(account))
-                    .expression_attribute_values(":exp", n(now + RECORD_DAYS * 86_400))
-                    .send()
-                    .await;
-                match res {
-                    Ok(_) => Ok(Some(k)),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-                    {
-                        Ok(None)
-                    }
-                    Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
-                }
+                let outcome = self.claim_one(account, &k, sweep_id, now).await;
+                outcome.map(|o| (k, o))
             })
             .buffered(self.concurrency)
-            .collect::<Vec<Result<Option<Key>, AwsCallError>>>()
+            .collect::<Vec<Result<(Key, ClaimOutcome), AwsCallError>>>()
             .await;
-        let mut fresh = Vec::new();
-        let mut failure = None;
+        let mut claims = Claims::default();
         for r in recorded {
-            match r {
-                Ok(Some(k)) => fresh.push(k),
-                Ok(None) => {}
-                Err(e) => failure = failure.or(Some(e)),
+            match r? {
+                (k, ClaimOutcome::Fresh) => claims.fresh.push(k),
+                (k, ClaimOutcome::Own(at)) => claims.own.push((k, at)),
+                (k, ClaimOutcome::Sent(c)) => claims.sent.push((k, c)),
             }
         }
-        let Some(e) = failure else {
-            return Ok(fresh);
-        };
-        if let Err(undo) = self.abandon(account, &fresh).await {
-            tracing::warn!(error = %undo, "could not give back attempts of a failed step");
-        }
-        Err(e)
+        Ok(claims)
     }
 
-    /// Links the records to the command (or execution) that was started for them.
+    async fn claim_one(
+        &self,
+        account: &str,
+        k: &Key,
+        sweep_id: &str,
+        now: i64,
+    ) -> Result<ClaimOutcome, AwsCallError> {
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&remediation_pk(account, k)))
+            .update_expression(
+                "SET attempts = if_not_exists(attempts, :zero) + :one, last_attempt_at = :now, \
+                 #st = :pending, sweep_id = :sid, node = :node, compliance_type = :ct, \
+                 account = :acct, expires_at = :exp REMOVE command_id",
+            )
+            .condition_expression("attribute_not_exists(sweep_id) OR sweep_id <> :sid")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":pending", s(&status_str(AttemptStatus::Pending)))
+            .expression_attribute_values(":sid", s(sweep_id))
+            .expression_attribute_values(":node", s(&k.resource_id))
+            .expression_attribute_values(":ct", s(&k.compliance_type))
+            .expression_attribute_values(":acct", s(account))
+            .expression_attribute_values(":exp", n(now + RECORD_DAYS * 86_400))
+            // The record as it stood tells an unfinished claim from a sent one.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(ClaimOutcome::Fresh),
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => match c.item() {
+                    Some(item) => Ok(claim_outcome(item)),
+                    None => Ok(claim_outcome(&self.record(account, k).await?)),
+                },
+                _ => Err(AwsCallError::from_sdk("UpdateItem", e)),
+            },
+        }
+    }
+
+    /// A remediation record as stored (empty when there is none).
+    async fn record(
+        &self,
+        account: &str,
+        k: &Key,
+    ) -> Result<HashMap<String, AttributeValue>, AwsCallError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&remediation_pk(account, k)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsCallError::from_sdk("GetItem", e))?;
+        Ok(out.item.unwrap_or_default())
+    }
+
+    /// Links this sweep's records to the command (or execution) started for them. A record
+    /// another sweep has claimed since is left alone.
     pub async fn link(
         &self,
         account: &str,
         keys: &[Key],
         reference: &str,
+        sweep_id: &str,
     ) -> Result<(), AwsCallError> {
-        stream::iter(keys.iter())
-            .map(|k| async move {
-                self.ddb
-                    .update_item()
-                    .table_name(&self.table)
-                    .key("pk", s(&remediation_pk(account, k)))
-                    .update_expression("SET command_id = :c")
-                    .expression_attribute_values(":c", s(reference))
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| AwsCallError::from_sdk("UpdateItem", e))
-            })
+        let results = stream::iter(keys.iter())
+            .map(|k| self.link_one(account, k, reference, sweep_id))
             .buffer_unordered(self.concurrency)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
+            .collect::<Vec<Result<(), AwsCallError>>>()
+            .await;
+        // Every link was tried: what one delivery could write stays written.
+        results.into_iter().collect()
     }
 
-    /// Gives an attempt back when nothing was started (the call failed before any effect).
-    /// The record stays (history), but no longer holds a cooldown or this sweep's claim.
-    pub async fn abandon(&self, account: &str, keys: &[Key]) -> Result<(), AwsCallError> {
+    async fn link_one(
+        &self,
+        account: &str,
+        k: &Key,
+        reference: &str,
+        sweep_id: &str,
+    ) -> Result<(), AwsCallError> {
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&remediation_pk(account, k)))
+            .update_expression("SET command_id = :c")
+            .condition_expression("sweep_id = :sid")
+            .expression_attribute_values(":c", s(reference))
+            .expression_attribute_values(":sid", s(sweep_id))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                tracing::warn!(node = %k.resource_id, "record claimed by another sweep: not linked");
+                Ok(())
+            }
+            Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
+        }
+    }
+
+    /// Gives this sweep's unlinked claims back when nothing was started for them (a call
+    /// rejected outright, or a claim the sweep no longer plans). The record stays (history),
+    /// but no longer holds a cooldown or this sweep's claim; a linked or foreign one is kept.
+    pub async fn abandon(
+        &self,
+        account: &str,
+        keys: &[Key],
+        sweep_id: &str,
+    ) -> Result<(), AwsCallError> {
         // One at a time: concurrent give-backs under 30 % throttling overran the invocation's
         // deadline in the fault matrix (likely the SDK's adaptive rate limiter backing off).
         for k in keys {
-            self.abandon_call(account, k).await?;
+            self.abandon_call(account, k, sweep_id).await?;
         }
         Ok(())
     }
 
-    async fn abandon_call(&self, account: &str, k: &Key) -> Result<(), AwsCallError> {
-        self.ddb
+    async fn abandon_call(
+        &self,
+        account: &str,
+        k: &Key,
+        sweep_id: &str,
+    ) -> Result<(), AwsCallError> {
+        let res = self
+            .ddb
             .update_item()
             .table_name(&self.table)
             .key("pk", s(&remediation_pk(account, k)))
             .update_expression(
                 "SET #st = :st, attempts = attempts - :one, last_attempt_at = :zero, sweep_id = :none",
             )
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression("sweep_id = :sid AND attribute_not_exists(command_id)")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":st", s(&status_str(AttemptStatus::Undeliverable)))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":none", s(""))
+            .expression_attribute_values(":sid", s(sweep_id))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
+        }
+    }
+
+    /// Association ids this sweep has already run (StartAssociationsOnce has no token).
+    pub async fn association_runs(
+        &self,
+        account: &str,
+        sweep_id: &str,
+    ) -> Result<BTreeSet<String>, AwsCallError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&association_runs_pk(account, sweep_id)))
+            .consistent_read(true)
             .send()
             .await
-            .map(|_| ())
-            .map_err(|e| AwsCallError::from_sdk("UpdateItem", e))
+            .map_err(|e| AwsCallError::from_sdk("GetItem", e))?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|i| i.get("ids"))
+            .and_then(|v| v.as_ss().ok())
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    pub async fn record_association_runs(
+        &self,
+        account: &str,
+        sweep_id: &str,
+        ids: &[String],
+        now: i64,
+    ) -> Result<(), AwsCallError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.ddb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&association_runs_pk(account, sweep_id)))
+            .update_expression("ADD ids :ids SET expires_at = :exp")
+            .expression_attribute_values(":ids", AttributeValue::Ss(ids.to_vec()))
+            .expression_attribute_values(":exp", n(now + RECORD_DAYS * 86_400))
+            .send()
+            .await
+            .map_err(|e| AwsCallError::from_sdk("UpdateItem", e))?;
+        Ok(())
     }
 
     /// Sets the status of records that exist (never creates one); `attempts_delta` -1 gives
@@ -319,49 +498,60 @@ impl Ledger {
         attempts_delta: i64,
         command: Option<&str>,
     ) -> Result<Vec<(Key, Attempt)>, AwsCallError> {
-        let out: Vec<Option<(Key, Attempt)>> = stream::iter(keys.iter().cloned())
-            .map(|k| async move {
-                let mut cond = "attribute_exists(pk)".to_owned();
-                let mut req = self
-                    .ddb
-                    .update_item()
-                    .table_name(&self.table)
-                    .key("pk", s(&remediation_pk(account, &k)))
-                    .update_expression("SET #st = :st, attempts = attempts + :d")
-                    .expression_attribute_names("#st", "status")
-                    .expression_attribute_values(":st", s(&status_str(status)))
-                    .expression_attribute_values(":d", n(attempts_delta))
-                    .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
-                if let Some(c) = command {
-                    cond.push_str(" AND command_id = :cmd");
-                    req = req.expression_attribute_values(":cmd", s(c));
-                }
-                match req.condition_expression(cond).send().await {
-                    Ok(o) => {
-                        let item = o.attributes.unwrap_or_default();
-                        Ok(Some((
-                            k,
-                            Attempt {
-                                attempts: num(&item, "attempts").unwrap_or(0).max(0) as u32,
-                                last_attempt_at: num(&item, "last_attempt_at").unwrap_or(0),
-                                status,
-                                sweep_id: text(&item, "sweep_id").unwrap_or_default().to_owned(),
-                            },
-                        )))
-                    }
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-                    {
-                        Ok(None)
-                    }
-                    Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
-                }
-            })
+        let out = stream::iter(keys.iter())
+            .map(|k| self.status_one(account, k, status, attempts_delta, command))
             .buffer_unordered(self.concurrency)
-            .try_collect()
-            .await?;
+            .collect::<Vec<Result<Option<(Key, Attempt)>, AwsCallError>>>()
+            .await;
+        // Every record was tried before the first failure is reported: a retry has less to do.
+        let out: Vec<Option<(Key, Attempt)>> = out.into_iter().collect::<Result<_, _>>()?;
         Ok(out.into_iter().flatten().collect())
+    }
+
+    async fn status_one(
+        &self,
+        account: &str,
+        k: &Key,
+        status: AttemptStatus,
+        attempts_delta: i64,
+        command: Option<&str>,
+    ) -> Result<Option<(Key, Attempt)>, AwsCallError> {
+        let mut cond = "attribute_exists(pk)".to_owned();
+        let mut req = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&remediation_pk(account, k)))
+            .update_expression("SET #st = :st, attempts = attempts + :d")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":st", s(&status_str(status)))
+            .expression_attribute_values(":d", n(attempts_delta))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        if let Some(c) = command {
+            cond.push_str(" AND command_id = :cmd");
+            req = req.expression_attribute_values(":cmd", s(c));
+        }
+        match req.condition_expression(cond).send().await {
+            Ok(o) => {
+                let item = o.attributes.unwrap_or_default();
+                Ok(Some((
+                    k.clone(),
+                    Attempt {
+                        attempts: num(&item, "attempts").unwrap_or(0).max(0) as u32,
+                        last_attempt_at: num(&item, "last_attempt_at").unwrap_or(0),
+                        status,
+                        sweep_id: text(&item, "sweep_id").unwrap_or_default().to_owned(),
+                    },
+                )))
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
+        }
     }
 
     pub async fn put_json(&self, pk: &str, attr: &str, value: &str) -> Result<(), AwsCallError> {

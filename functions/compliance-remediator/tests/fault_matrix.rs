@@ -86,6 +86,12 @@ async fn run_cell(fault: Option<(Fault, &str, u64)>) -> CellRun {
         }
         run.redeliveries.push(d.redeliveries);
     }
+    if !run.violations.is_empty() {
+        // Why each delivery failed, from the function's own log.
+        for line in sb.logs().iter().filter(|l| l.contains("invocation failed")) {
+            eprintln!("  {line}");
+        }
+    }
     run.rule_hits = fault_matrix::rule_hits(&env).await.unwrap();
     fault_matrix::clear_faults(&env).await.unwrap();
     run.counters = env.control.counters(&env.tenant).await.unwrap()["counters"].clone();
@@ -125,7 +131,6 @@ async fn fingerprint(env: &TestEnv, nodes: &[String]) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "dynamodb:UpdateItem throttle/5xx cells strand nodes: a patch step whose attempt records partly fail gives them back, but the give-back fails under the same fault, so the redelivered step skips them as sent; the other 31 cells pass"]
 async fn every_operation_under_every_fault_converges_to_the_fault_free_state() {
     let started = Instant::now();
     let reference = run_cell(None).await;
@@ -170,7 +175,11 @@ async fn every_operation_under_every_fault_converges_to_the_fault_free_state() {
     let want_reports = want["s3_put_object"].take().as_u64().unwrap();
     let mut failures = Vec::new();
     let (mut cells, mut total_injected, mut total_redeliveries) = (0, 0u64, 0usize);
-    for op in &ops {
+    // `FAULT_MATRIX_ONLY=<op>,<op>` runs only those operations' cells (to study one).
+    let only: Vec<String> = std::env::var("FAULT_MATRIX_ONLY")
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    for op in ops.iter().filter(|o| only.is_empty() || only.contains(o)) {
         let calls = reference.counters[op.as_str()]["calls"]
             .as_u64()
             .unwrap_or(0);

@@ -1,0 +1,281 @@
+//! A patch step left unfinished by a failed or killed delivery is finished by the redelivery:
+//! every planned node gets exactly one command per sweep and every attempt record ends up
+//! linked to it. The oracles are the emulator's commands and counters and the ledger rows.
+//!
+//! Cases: the attempt records partly throttled (the step fails between recording and sending);
+//! the process killed while recording; the process killed after SendCommand reached SSM and
+//! before the records were linked, with the nodes still non-compliant on redelivery (the same
+//! plan) and already patched (a different plan).
+
+// Test-only crate: panicking on unexpected results is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use autopilot_harness::fault_matrix::deliver_until_ok;
+use autopilot_harness::{FunctionSpec, InvokeOptions, Sandbox, TestEnv};
+use common::*;
+use serde_json::{Value, json};
+
+const FLEET_SEED: u64 = 31;
+const FLEET_SIZE: usize = 20;
+/// Remaining time of a delivery that gets killed: its idempotency claim holds until then.
+const KILLED_LEASE: Duration = Duration::from_secs(8);
+/// Remaining time of the other deliveries.
+const LEASE: Duration = Duration::from_secs(20);
+
+struct Tenant {
+    env: TestEnv,
+    spec: FunctionSpec,
+    planned: Vec<String>,
+}
+
+async fn tenant() -> Tenant {
+    let env = TestEnv::new().await.unwrap();
+    seed_count(&env, FLEET_SEED, FLEET_SIZE).await;
+    let planned = noncompliant_online(&env).await;
+    assert!(planned.len() >= 4, "fleet too small: {planned:?}");
+    let name = format!("/autopilot-test/{}/remediation-policy", env.tenant);
+    aws_sdk_ssm::Client::new(&env.sdk().await)
+        .put_parameter()
+        .name(&name)
+        .value(policy(100, "").to_string())
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    let mut spec = env
+        .function("compliance-remediator", Path::new(BIN))
+        .unwrap();
+    for (k, v) in [
+        ("POLICY_PARAMETER", name.as_str()),
+        ("DRY_RUN", "false"),
+        // Faults reach the function instead of the SDK's retries.
+        ("AWS_MAX_ATTEMPTS", "1"),
+        ("CHECKPOINT_MARGIN_SECONDS", "1"),
+    ] {
+        spec.env.insert(k.into(), v.into());
+    }
+    Tenant { env, spec, planned }
+}
+
+async fn ready(spec: &FunctionSpec) -> Sandbox {
+    let sb = Sandbox::spawn(spec.clone()).await.unwrap();
+    sb.init_duration().await.unwrap();
+    sb
+}
+
+async fn add_rule(env: &TestEnv, mut rule: Value) -> u64 {
+    rule["tenant"] = json!(env.tenant);
+    let r = env
+        .control
+        .call("POST", "faults", Some(rule))
+        .await
+        .unwrap();
+    r["rules"][0]["id"].as_u64().unwrap()
+}
+
+async fn hits(env: &TestEnv, id: u64) -> u64 {
+    let rules = env.control.call("GET", "faults", None).await.unwrap();
+    rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .map_or(0, |r| r["hits"].as_u64().unwrap_or(0))
+}
+
+/// Delivers `event` and SIGKILLs the process as soon as rule `watch` (a latency rule that
+/// holds the request in the emulator, where it still takes effect) has matched once; returns
+/// once the killed delivery's claim has expired, as Lambda's retry would wait.
+async fn kill_when_held(t: &Tenant, event: &Value, watch: u64) {
+    let sb = ready(&t.spec).await;
+    let bytes = serde_json::to_vec(event).unwrap();
+    let opts = InvokeOptions {
+        deadline_in: Some(KILLED_LEASE),
+        ..InvokeOptions::default()
+    };
+    let started = Instant::now();
+    let (outcome, killed) = tokio::join!(sb.invoke(&bytes, opts), async {
+        while started.elapsed() < KILLED_LEASE {
+            if hits(&t.env, watch).await >= 1 {
+                sb.kill();
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    });
+    sb.wait_exit().await;
+    assert!(
+        killed,
+        "the held request never arrived: {:?}",
+        outcome.map(|i| i.outcome)
+    );
+    let until = started + KILLED_LEASE + Duration::from_millis(500);
+    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+}
+
+/// Delivers `event` to a fresh sandbox until it succeeds; returns the redeliveries needed.
+async fn deliver(t: &Tenant, event: &Value) -> usize {
+    let sb = ready(&t.spec).await;
+    let d = deliver_until_ok(&sb, &serde_json::to_vec(event).unwrap(), LEASE, 10)
+        .await
+        .unwrap();
+    assert!(d.violation.is_none(), "{:?} {:?}", d.violation, d.errors);
+    d.redeliveries
+}
+
+/// The patch commands in the emulator: command id → target nodes.
+async fn sent(env: &TestEnv) -> BTreeMap<String, Vec<String>> {
+    let s = env.control.state("commands", &env.tenant).await.unwrap();
+    s["Commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let ids = c["InstanceIds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap().to_owned())
+                .collect();
+            (c["CommandId"].as_str().unwrap().to_owned(), ids)
+        })
+        .collect()
+}
+
+/// Every planned node is in exactly one command, no other node is, and each node's record
+/// counts one attempt linked to the command that reached it.
+async fn assert_each_node_commanded_once_and_linked(t: &Tenant) -> BTreeMap<String, Vec<String>> {
+    let commands = sent(&t.env).await;
+    let mut reached: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (cid, nodes) in &commands {
+        for n in nodes {
+            reached.entry(n.as_str()).or_default().push(cid.as_str());
+        }
+    }
+    let mut planned: Vec<&str> = t.planned.iter().map(String::as_str).collect();
+    planned.sort_unstable();
+    assert_eq!(
+        reached.keys().copied().collect::<Vec<_>>(),
+        planned,
+        "commanded nodes differ from the plan: {commands:?}"
+    );
+    for (node, cids) in &reached {
+        assert_eq!(cids.len(), 1, "{node} commanded more than once: {cids:?}");
+        let rec = attempt(&t.env, node, "Patch").await.unwrap();
+        assert_eq!(rec["command_id"], json!(cids[0]), "{node}: {rec}");
+        assert_eq!(rec["attempts"], json!(1.0), "{node}: {rec}");
+        // Remediated once a later delivery of the sweep re-checked the node COMPLIANT.
+        assert!(
+            rec["status"] == "pending" || rec["status"] == "remediated",
+            "{node}: {rec}"
+        );
+    }
+    commands
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patch_step_whose_records_partly_failed_is_finished_by_its_redeliveries() {
+    let t = tenant().await;
+    // Seed 7 throttles the 2nd, 4th, 7th and 9th UpdateItem: the step records some attempts,
+    // fails, and (before the fix) the give-back met the same fault and stranded them.
+    add_rule(
+        &t.env,
+        json!({"operation": "dynamodb:UpdateItem", "throttle_rate": 0.3, "seed": 7}),
+    )
+    .await;
+    let redeliveries = deliver(&t, &sweep_event(&t.env)).await;
+    let counters = t.env.control.counters(&t.env.tenant).await.unwrap()["counters"].clone();
+    assert!(
+        counters["dynamodb:UpdateItem"]["throttled"]
+            .as_u64()
+            .unwrap()
+            > 0
+            && redeliveries > 0,
+        "no delivery failed: the case did not happen"
+    );
+    let commands = assert_each_node_commanded_once_and_linked(&t).await;
+    assert_eq!(commands.len(), 1, "{commands:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_killed_while_recording_commands_every_planned_node_on_redelivery() {
+    let t = tenant().await;
+    let event = sweep_event(&t.env);
+    // The first attempt record is held: the process dies with some attempts recorded
+    // (the held one lands later) and nothing sent.
+    let watch = add_rule(
+        &t.env,
+        json!({"operation": "dynamodb:UpdateItem", "latency_ms": 3000, "max_hits": 1}),
+    )
+    .await;
+    kill_when_held(&t, &event, watch).await;
+    assert_eq!(calls(&t.env, "ssm:SendCommand").await, 0);
+    let mut recorded = 0;
+    for n in &t.planned {
+        recorded += usize::from(attempt(&t.env, n, "Patch").await.is_some());
+    }
+    assert!(
+        recorded > 0 && recorded < t.planned.len(),
+        "the kill should leave some records: {recorded}"
+    );
+    deliver(&t, &event).await;
+    let commands = assert_each_node_commanded_once_and_linked(&t).await;
+    assert_eq!(commands.len(), 1, "{commands:?}");
+}
+
+/// Kills a sweep while its SendCommand is held in the emulator (the command is created), then
+/// redelivers it: no second command, every record linked to the first one.
+async fn killed_between_send_and_link(patch_effect: bool) {
+    let t = tenant().await;
+    t.env
+        .control
+        .call(
+            "POST",
+            "commands/config",
+            Some(json!({"tenant": t.env.tenant, "patch_effect": patch_effect})),
+        )
+        .await
+        .unwrap();
+    let event = sweep_event(&t.env);
+    let watch = add_rule(
+        &t.env,
+        json!({"operation": "ssm:SendCommand", "latency_ms": 3000, "max_hits": 1}),
+    )
+    .await;
+    kill_when_held(&t, &event, watch).await;
+    assert_eq!(calls(&t.env, "ssm:SendCommand").await, 1);
+    for n in &t.planned {
+        let rec = attempt(&t.env, n, "Patch").await.unwrap();
+        assert!(
+            rec.get("command_id").is_none(),
+            "linked before the kill: {rec}"
+        );
+    }
+    deliver(&t, &event).await;
+    assert_eq!(
+        calls(&t.env, "ssm:SendCommand").await,
+        1,
+        "a second command"
+    );
+    assert!(calls(&t.env, "ssm:ListCommands").await > 0);
+    assert_each_node_commanded_once_and_linked(&t).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_after_send_before_link_nodes_unpatched_the_redelivery_links_the_same_plan() {
+    killed_between_send_and_link(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_after_send_before_link_nodes_patched_the_redelivery_links_what_it_no_longer_plans()
+{
+    killed_between_send_and_link(true).await;
+}

@@ -1,6 +1,6 @@
 //! `cargo xtask ci`: the project's test command (README), run by `.ci/run` on a clean clone.
 //! fmt, template checks (cfn-lint, checkov, sam validate), clippy, then every test against one
-//! shared emulator.
+//! shared emulator, then a bounded fuzzing run (built in the background meanwhile).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -48,9 +48,27 @@ fn pinned_venv(name: &str, requirements: &str) -> Result<PathBuf, String> {
     Ok(venv)
 }
 
+/// Fuzzing time per target in CI: four targets, about a minute and a half in all.
+const FUZZ_SECONDS_PER_TARGET: u64 = 20;
+
 pub fn run() -> Result<(), String> {
     let started = Instant::now();
     let step = |name: &str| eprintln!("\n==> {name} ({:.0} s)", started.elapsed().as_secs_f64());
+
+    // The fuzz targets build in their own target dir with sanitizer flags (~5 min with the
+    // cargo-fuzz install); building them beside the lint steps hides most of that. They must be
+    // built before the tests start: timing-sensitive tests get the machine to themselves.
+    let fuzz_opts = crate::fuzz::Opts::ci(FUZZ_SECONDS_PER_TARGET);
+    let fuzz_log = repo_root().join("target/ci-fuzz-build.log");
+    let _ = std::fs::create_dir_all(repo_root().join("target"));
+    let _ = std::fs::remove_file(&fuzz_log);
+    let fuzz_build = {
+        let (opts, log) = (
+            crate::fuzz::Opts::ci(FUZZ_SECONDS_PER_TARGET),
+            fuzz_log.clone(),
+        );
+        std::thread::spawn(move || crate::fuzz::build(&opts, Some(&log)))
+    };
 
     step("cargo fmt --check");
     crate::run(cargo().args(["fmt", "--all", "--check"]))?;
@@ -100,6 +118,17 @@ pub fn run() -> Result<(), String> {
         "warnings",
     ]))?;
 
+    step("wait for the fuzz build");
+    let fuzz_built = fuzz_build
+        .join()
+        .map_err(|_| "the fuzz build thread panicked".to_owned())?
+        .map_err(|e| {
+            let log = std::fs::read_to_string(&fuzz_log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("{e}\n{}", tail.join("\n"))
+        })?;
+
     step("start the emulator shared by all tests");
     let emu = EmulatorProcess::start(0).map_err(|e| e.to_string())?;
 
@@ -119,6 +148,16 @@ pub fn run() -> Result<(), String> {
     crate::run(&mut py)?;
 
     drop(emu);
+
+    step("cargo fuzz, bounded");
+    let summary = crate::fuzz::run_built(&fuzz_opts, fuzz_built)?;
+    if summary.crashes() > 0 {
+        return Err(format!(
+            "fuzzing found {} crash(es); inputs are under fuzz/artifacts/",
+            summary.crashes()
+        ));
+    }
+
     eprintln!(
         "\nci: all checks passed in {:.0} s",
         started.elapsed().as_secs_f64()

@@ -22,11 +22,23 @@ const DOCUMENT_TARGET: &str = "documents";
 /// single comparison, proved by the corpus tests, so fuzzing time goes to the parsers instead.
 const MAX_LEN: &str = "-max_len=65536";
 
-struct Opts {
+pub struct Opts {
     seconds: u64,
     documents: bool,
     sanitizer: String,
     targets: Vec<String>,
+}
+
+impl Opts {
+    /// CI's bounded run: every light target for `seconds`.
+    pub fn ci(seconds: u64) -> Self {
+        Self {
+            seconds,
+            documents: false,
+            sanitizer: "address".into(),
+            targets: LIGHT_TARGETS.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -101,20 +113,45 @@ pub fn run(args: &[String]) -> Result<(), String> {
 }
 
 fn fuzz(opts: &Opts) -> Result<Summary, String> {
-    ensure_cargo_fuzz()?;
-    let dir = repo_root().join("fuzz");
-    let seeds = write_seeds(&repo_root().join("target/fuzz-seeds"))?;
+    let build_seconds = build(opts, None)?;
+    run_built(opts, build_seconds)
+}
 
+/// Installs cargo-fuzz if missing and builds the targets; returns the seconds it took. With
+/// `log`, the tools' output goes to that file and the processes run at low priority, so CI can
+/// build beside its other steps.
+pub fn build(opts: &Opts, log: Option<&Path>) -> Result<f64, String> {
     let started = Instant::now();
-    let mut build = cargo_fuzz(&dir);
+    let quiet = |cmd: &mut Command| -> Result<(), String> {
+        let Some(log) = log else {
+            return Ok(());
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = file.try_clone().map_err(|e| e.to_string())?;
+        cmd.stdout(file).stderr(err);
+        Ok(())
+    };
+    ensure_cargo_fuzz(log.is_some(), &quiet)?;
+    let mut build = cargo_fuzz(&repo_root().join("fuzz"), log.is_some());
     build.args(["build", "--sanitizer", &opts.sanitizer]);
     if opts.documents {
         build.args(["--features", "documents"]);
     }
+    quiet(&mut build)?;
     crate::run(&mut build)?;
     let build_seconds = started.elapsed().as_secs_f64();
     eprintln!("fuzz targets built in {build_seconds:.0} s");
+    Ok(build_seconds)
+}
 
+/// Runs every target of `opts` (already built) and prints the table.
+pub fn run_built(opts: &Opts, build_seconds: f64) -> Result<Summary, String> {
+    let dir = repo_root().join("fuzz");
+    let seeds = write_seeds(&repo_root().join("target/fuzz-seeds"))?;
     let mut outcomes = Vec::new();
     for target in &opts.targets {
         outcomes.push(run_target(&dir, opts, target, &seeds)?);
@@ -127,11 +164,14 @@ fn fuzz(opts: &Opts) -> Result<Summary, String> {
     Ok(summary)
 }
 
+/// Prints the table and keeps it in `target/reliability/fuzz.md` for the README's figures.
 fn print_table(s: &Summary) {
-    println!("\n| fuzz target | seconds | executions | corpus | crashes |");
-    println!("| --- | --- | --- | --- | --- |");
+    use std::fmt::Write as _;
+    let mut t = String::from("| fuzz target | seconds | executions | corpus | crashes |\n");
+    t.push_str("| --- | --- | --- | --- | --- |\n");
     for o in &s.outcomes {
-        println!(
+        let _ = writeln!(
+            t,
             "| {} | {:.0} | {} | {} | {} |",
             o.target,
             o.seconds,
@@ -140,27 +180,47 @@ fn print_table(s: &Summary) {
             o.crashes.len()
         );
         for c in &o.crashes {
-            println!("|   crash input: {} | | | | |", c.display());
+            let _ = writeln!(t, "|   crash input: {} | | | | |", c.display());
         }
     }
-    println!(
+    let _ = writeln!(
+        t,
         "| total (build {:.0} s) | {:.0} | {} | | {} |",
         s.build_seconds,
         s.outcomes.iter().map(|o| o.seconds).sum::<f64>(),
         s.executions(),
         s.crashes()
     );
+    println!("\n{t}");
+    let dir = repo_root().join("target/reliability");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join("fuzz.md"), &t);
+    }
 }
 
-fn cargo_fuzz(dir: &Path) -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+/// `cargo`, under `nice` when the build runs beside other work.
+fn cargo_command(background: bool) -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    if background {
+        let mut c = Command::new("nice");
+        c.args(["-n", "10"]).arg(cargo);
+        c
+    } else {
+        Command::new(cargo)
+    }
+}
+
+fn cargo_fuzz(dir: &Path, background: bool) -> Command {
+    let mut c = cargo_command(background);
     c.current_dir(dir).arg("fuzz").env("RUSTC_BOOTSTRAP", "1");
     c
 }
 
-fn ensure_cargo_fuzz() -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let present = Command::new(&cargo)
+fn ensure_cargo_fuzz(
+    background: bool,
+    quiet: &dyn Fn(&mut Command) -> Result<(), String>,
+) -> Result<(), String> {
+    let present = cargo_command(false)
         .args(["fuzz", "--version"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -168,11 +228,14 @@ fn ensure_cargo_fuzz() -> Result<(), String> {
         .is_ok_and(|s| s.success());
     if !present {
         eprintln!("installing cargo-fuzz {CARGO_FUZZ_VERSION} ...");
-        crate::run(Command::new(&cargo).args([
+        let mut install = cargo_command(background);
+        install.args([
             "install",
             "--locked",
             &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
-        ]))?;
+        ]);
+        quiet(&mut install)?;
+        crate::run(&mut install)?;
     }
     Ok(())
 }
@@ -184,7 +247,7 @@ fn run_target(dir: &Path, opts: &Opts, target: &str, seeds: &Path) -> Result<Out
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     let before = crash_files(&artifacts);
-    let mut cmd = cargo_fuzz(dir);
+    let mut cmd = cargo_fuzz(dir, false);
     cmd.args(["run", "--sanitizer", &opts.sanitizer]);
     if target == DOCUMENT_TARGET {
         cmd.args(["--features", "documents"]);

@@ -211,6 +211,29 @@ async fn hundred_deliveries_of_every_sample_have_one_delivery_s_side_effects() {
             .unwrap()
             .starts_with("AWS Health")
     );
+    // The samples declared side-effect free are: no record, no OpsItem, runbook or notification.
+    let before = reliability::side_effects(&replayed).await.unwrap();
+    let puts = replayed
+        .control
+        .calls(&replayed.tenant, "dynamodb:PutItem")
+        .await
+        .unwrap();
+    for name in NO_SIDE_EFFECTS {
+        for _ in 0..2 {
+            let r = once(&pool.sandboxes[0], sample(&samples, name)).await;
+            assert_eq!(r["results"][0]["decision"], "ignored", "{name}: {r}");
+        }
+    }
+    assert_eq!(reliability::side_effects(&replayed).await.unwrap(), before);
+    assert_eq!(
+        replayed
+            .control
+            .calls(&replayed.tenant, "dynamodb:PutItem")
+            .await
+            .unwrap(),
+        puts,
+        "an ignored sample wrote to DynamoDB"
+    );
     eprintln!(
         "{FUNCTION}: {deliveries} deliveries, {extra_notifications} repeated notification(s), {:.1} s",
         started.elapsed().as_secs_f64()

@@ -1,8 +1,10 @@
 """WSGI middleware in front of moto's server app: control API, counters, fault injection, emulated SSM."""
+import contextlib
 import io
 import json
 import logging
 import sys
+import threading
 import time
 import traceback
 
@@ -45,6 +47,7 @@ def _read_body(environ):
 
 
 _ASSUMED = {}
+_DYNAMODB_LOCK = threading.Lock()
 
 
 def assumed_role_tenant(akid, region):
@@ -118,12 +121,16 @@ class EmulatorApp:
             captured["status"] = int(status.split(" ", 1)[0])
             return start_response(status, headers, exc_info)
 
-        result = self.moto(environ, _start_response)
-        try:
-            chunks = list(result)
-        finally:
-            if hasattr(result, "close"):
-                result.close()
+        # DynamoDB applies each write, condition included, atomically; moto under a threaded
+        # server does not: concurrent UpdateItems of one item raised "dictionary changed size
+        # during iteration" (an HTML 500). One DynamoDB request at a time, as moto assumes.
+        with _DYNAMODB_LOCK if service == "dynamodb" else contextlib.nullcontext():
+            result = self.moto(environ, _start_response)
+            try:
+                chunks = list(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
         COUNTERS.record(akid, operation, "ok" if captured.get("status", 500) < 400 else "errors")
         return chunks
 

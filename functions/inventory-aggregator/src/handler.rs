@@ -376,14 +376,7 @@ async fn step(
     let stop_at = deadline_ms - deps.config.checkpoint_margin.as_millis() as i64;
     let done = match collect(deps, inventory, &scope, &pk, &mut state, stop_at).await {
         Ok(done) => done,
-        Err(e) => {
-            // Give the run back so Lambda's retry resumes from the checkpoint at once, instead
-            // of finding it leased until this invocation's deadline.
-            if let Err(re) = deps.checkpoints.release(&pk).await {
-                tracing::warn!(error = %re, "could not release the run lease");
-            }
-            return Err(e);
-        }
+        Err(e) => return Err(give_back(deps, &pk, e).await),
     };
     if !done {
         let continuation = continuation_event(spec, state.invocations);
@@ -407,7 +400,10 @@ async fn step(
             ..base
         });
     }
-    let manifest = finalize(deps, &scope, spec, &pk, &state).await?;
+    let manifest = match finalize(deps, &scope, spec, &pk, &state).await {
+        Ok(m) => m,
+        Err(e) => return Err(give_back(deps, &pk, e).await),
+    };
     let summary = json!({
         "nodes": manifest.node_count,
         "rows": manifest.types.iter().map(|t| t.rows).sum::<u64>(),
@@ -417,7 +413,9 @@ async fn step(
         "invocations": manifest.timing.invocations,
         "durationMs": manifest.timing.duration_ms,
     });
-    deps.checkpoints.complete(&pk, &summary.to_string()).await?;
+    if let Err(e) = deps.checkpoints.complete(&pk, &summary.to_string()).await {
+        return Err(give_back(deps, &pk, e).await);
+    }
     tracing::info!(
         decision = "complete",
         nodes = manifest.node_count,
@@ -435,6 +433,16 @@ async fn step(
         summary: Some(summary),
         ..base
     })
+}
+
+/// Gives the run back after a failure, so that Lambda's retry (a minute or two later) resumes
+/// it from the checkpoint instead of finding it leased until this invocation's deadline (up to
+/// the function's 15 minutes: both retries would fail); returns the failure.
+async fn give_back(deps: &Deps, pk: &str, e: InventoryError) -> InventoryError {
+    if let Err(re) = deps.checkpoints.release(pk).await {
+        tracing::warn!(error = %re, "could not release the run lease");
+    }
+    e
 }
 
 /// The event that continues a run: an on-demand request carrying the run's identity.

@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_inventory-aggregator");
 const FUNCTION: &str = "inventory-aggregator";
+/// Two GetInventory pages per type (50 + 5), ~11 types: ~590 objects per run.
+const NODES: u64 = 55;
 
 /// The run's identity as the handler derives it from a trigger (`spec_for`).
 fn spec_of(event: &Value) -> RunSpec {
@@ -44,7 +46,7 @@ async fn hundred_deliveries_of_every_trigger_write_one_delivery_s_objects() {
     let replayed = TestEnv::new().await.unwrap();
     let once = TestEnv::new().await.unwrap();
     for env in [&replayed, &once] {
-        bucket::seed_fleet(env).await;
+        bucket::seed_fleet(env, NODES).await;
     }
     // In time order: the later run diffs against the earlier one, so the diff's reads of the
     // previous run are replayed too. Both tenants get the same events (the destination, part

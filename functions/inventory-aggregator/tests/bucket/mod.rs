@@ -1,21 +1,21 @@
 //! What the reliability tests compare: a fleet seeded identically on every tenant, and the
 //! objects a run left under an output prefix.
 
+// Each test crate that includes this module uses a part of it.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 
 use autopilot_harness::TestEnv;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
-/// 55 nodes: two GetInventory pages per type (50 + 5), ~11 types, ~620 objects per run.
-pub const NODES: u64 = 55;
-
-/// The same fleet on every tenant: a fixed seed and a fixed creation time (capture times
-/// derive from it), 2026-03-13T12:00:00Z, so the samples' runs see fresh and stale nodes.
-pub async fn seed_fleet(env: &TestEnv) {
+/// The same fleet of `nodes` on every tenant: a fixed seed and a fixed creation time (capture
+/// times derive from it), 2026-03-13T12:00:00Z, so the samples' runs see fresh and stale nodes.
+pub async fn seed_fleet(env: &TestEnv, nodes: u64) {
     env.control
         .seed_fleet(
-            json!({"tenant": env.tenant, "count": NODES, "seed": 5, "now": 1_773_403_200,
+            json!({"tenant": env.tenant, "count": nodes, "seed": 5, "now": 1_773_403_200,
             "windows_fraction": 0.3, "offline_fraction": 0.2}),
         )
         .await

@@ -1,10 +1,13 @@
 //! Interruption: an enforcing sweep of a ≥ 200-node plan (several patch batches of 50) is
 //! SIGKILLed at seeded points of its execution, found through the emulator (the n-th
-//! SendCommand request arriving, held back by injected latency), and redelivered once its
-//! in-progress claim has expired (the invocation's deadline) until it succeeds; another sweep is
-//! cut by its deadline and finished by continuations, one of them killed and redelivered. The
-//! remediations must equal an uninterrupted run on a tenant with the same seeded fleet: every
-//! planned node commanded exactly once, none twice, nothing outside the plan.
+//! SendCommand request arriving, held back by injected latency): once with a SendCommand in
+//! flight (it takes effect; the ledger link is never written), once after a step recorded its
+//! attempts and before its SendCommand had any effect. It is redelivered each time its
+//! in-progress claim has expired (the invocation's deadline), then until it succeeds. Another
+//! sweep is cut by its deadline and finished by continuations, one of them killed and
+//! redelivered. The remediations must equal an uninterrupted run on a tenant with the same
+//! seeded fleet: every planned node commanded exactly once, none twice, nothing outside the
+//! plan, every attempt record linked to its command.
 //!
 //! `INTERRUPTION_SEED=<n>` replays other kill points (the seed and points are printed).
 
@@ -30,8 +33,9 @@ const MIN_PLANNED: usize = 200;
 /// a loaded machine to reach the 4th batch, short enough to wait out.
 const LEASE: Duration = Duration::from_secs(10);
 /// Latency on every SendCommand while a kill is armed: the request that arrived is still in
-/// the emulator (and will take effect) when the process dies.
-const HOLD_MS: u64 = 300;
+/// the emulator (and will take effect) when the process dies. Generous: at load 12 on 2 cores
+/// the test's own polling can lag by a few hundred milliseconds.
+const HOLD_MS: u64 = 1000;
 const DEFAULT_SEED: u64 = 20_261_201;
 
 fn seed() -> u64 {
@@ -190,6 +194,11 @@ async fn kill_at_send(
         "SendCommand #{at} never arrived before the deadline: {:?}",
         outcome.map(|i| i.outcome)
     );
+    let landed = hits(env, watch).await;
+    assert_eq!(
+        landed, at,
+        "the kill landed late: SendCommand #{landed} arrived before the process died"
+    );
     let until = started + LEASE + Duration::from_millis(500);
     tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
 }
@@ -276,44 +285,6 @@ async fn assert_same_ledger_after_verifying(
     }
 }
 
-/// Kills one sweep delivery with the `at`-th SendCommand request in flight (sent, not yet
-/// linked in the ledger), then a redelivery with the `again`-th in flight, then redelivers.
-async fn killed_twice_in_flight() -> (Tenant, Reference) {
-    let mut state = seed();
-    let first = 1 + draw(&mut state, 2);
-    let second = first + 1 + draw(&mut state, 2);
-    eprintln!(
-        "INTERRUPTION_SEED={} → kills at SendCommand #{first} and #{second}",
-        seed()
-    );
-    let started = Instant::now();
-    let (reference, t) = tokio::join!(reference(), tenant("1"));
-    let watch = add_rule(
-        &t.env,
-        json!({"operation": "ssm:SendCommand", "latency_ms": HOLD_MS}),
-    )
-    .await;
-    let sweep = sweep_event(&t.env);
-    kill_at_send(&t.spec, &t.env, &sweep, watch, first, None).await;
-    kill_at_send(&t.spec, &t.env, &sweep, watch, second, None).await;
-    fault_matrix::clear_faults(&t.env).await.unwrap();
-    redeliver(&t.spec, &sweep).await;
-    eprintln!(
-        "killed twice and redelivered: {} planned nodes in {} batches, {:.1} s",
-        reference.planned.len(),
-        reference.batches.len(),
-        started.elapsed().as_secs_f64()
-    );
-    (t, reference)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_sweep_killed_twice_mid_execution_and_redelivered_commands_each_planned_node_once() {
-    let (t, reference) = killed_twice_in_flight().await;
-    assert_exactly_the_plan(&t.env, &reference, "killed twice").await;
-    assert_same_ledger_after_verifying(&t, &reference, false, "killed twice").await;
-}
-
 /// Kills a sweep delivery with its `first`-th SendCommand in flight (sent, not yet linked in
 /// the ledger), then kills the redelivery after its next patch step recorded its attempts and
 /// before its SendCommand (the `second`-th request, which then fails without effect) reached
@@ -348,8 +319,7 @@ async fn killed_in_flight_then_before_the_send() -> (Tenant, Reference) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs exactly-once patch steps: at HEAD a kill between a step's attempt records and its SendCommand strands the batch (the redelivery skips the Pending records as in cooldown, nothing is sent) and a kill between SendCommand and its ledger link leaves the records without a command id (the command's status events are ignored)"]
-async fn a_sweep_killed_before_a_send_and_before_a_link_still_commands_and_links_every_node_once() {
+async fn a_sweep_killed_twice_mid_execution_commands_and_links_each_planned_node_once() {
     let started = Instant::now();
     let (t, reference) = killed_in_flight_then_before_the_send().await;
     assert_exactly_the_plan(&t.env, &reference, "killed before send / before link").await;

@@ -25,6 +25,8 @@ use crate::retry::throttled;
 
 /// BatchGetItem reads at most 100 keys per call.
 const BATCH_GET: usize = 100;
+/// Retries of the write that records association runs (the runs cannot be taken back).
+const RECORD_ROUNDS: u32 = 4;
 /// Remediation records are kept for 90 days after the last attempt.
 const RECORD_DAYS: i64 = 90;
 
@@ -474,17 +476,29 @@ impl Ledger {
         if ids.is_empty() {
             return Ok(());
         }
-        self.ddb
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&association_runs_pk(account, sweep_id)))
-            .update_expression("ADD ids :ids SET expires_at = :exp")
-            .expression_attribute_values(":ids", AttributeValue::Ss(ids.to_vec()))
-            .expression_attribute_values(":exp", n(now + RECORD_DAYS * 86_400))
-            .send()
-            .await
-            .map_err(|e| AwsCallError::from_sdk("UpdateItem", e))?;
-        Ok(())
+        // The runs happened: losing this write would make the retry run them again, so any
+        // retryable failure is retried here (ADD to a set is idempotent).
+        let mut round = 0;
+        loop {
+            let res = self
+                .ddb
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(&association_runs_pk(account, sweep_id)))
+                .update_expression("ADD ids :ids SET expires_at = :exp")
+                .expression_attribute_values(":ids", AttributeValue::Ss(ids.to_vec()))
+                .expression_attribute_values(":exp", n(now + RECORD_DAYS * 86_400))
+                .send()
+                .await
+                .map_err(|e| AwsCallError::from_sdk("UpdateItem", e));
+            match res {
+                Err(e) if e.retryable && round < RECORD_ROUNDS => {
+                    round += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << round)).await;
+                }
+                other => return other.map(|_| ()),
+            }
+        }
     }
 
     /// Sets the status of records that exist (never creates one); `attempts_delta` -1 gives

@@ -5,7 +5,8 @@
 //! Cases: the attempt records partly throttled (the step fails between recording and sending);
 //! the process killed while recording; the process killed after SendCommand reached SSM and
 //! before the records were linked, with the nodes still non-compliant on redelivery (the same
-//! plan) and already patched (a different plan).
+//! plan) and already patched (a different plan); an association step under the same
+//! throttling (each association run once, every record linked).
 
 // Test-only crate: panicking on unexpected results is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -25,8 +26,8 @@ const FLEET_SEED: u64 = 31;
 const FLEET_SIZE: usize = 20;
 /// Remaining time of a delivery that gets killed: its idempotency claim holds until then.
 const KILLED_LEASE: Duration = Duration::from_secs(8);
-/// Remaining time of the other deliveries.
-const LEASE: Duration = Duration::from_secs(20);
+/// Remaining time of the other deliveries (a claim left in progress is waited out until then).
+const LEASE: Duration = Duration::from_secs(12);
 
 struct Tenant {
     env: TestEnv,
@@ -128,6 +129,10 @@ async fn deliver(t: &Tenant, event: &Value) -> usize {
         .await
         .unwrap();
     assert!(d.violation.is_none(), "{:?} {:?}", d.violation, d.errors);
+    eprintln!(
+        "delivered after {} redeliveries: {:?}",
+        d.redeliveries, d.errors
+    );
     d.redeliveries
 }
 
@@ -279,4 +284,105 @@ async fn killed_after_send_before_link_nodes_unpatched_the_redelivery_links_the_
 async fn killed_after_send_before_link_nodes_patched_the_redelivery_links_what_it_no_longer_plans()
 {
     killed_between_send_and_link(true).await;
+}
+
+/// Two associations over three online nodes each, reported NON_COMPLIANT on those nodes;
+/// returns (association id → its nodes).
+async fn associations(t: &Tenant) -> BTreeMap<String, Vec<String>> {
+    let ssm = aws_sdk_ssm::Client::new(&t.env.sdk().await);
+    let mut out = BTreeMap::new();
+    for nodes in [&t.planned[0..3], &t.planned[3..6]] {
+        let created = ssm
+            .create_association()
+            .name("AWS-GatherSoftwareInventory")
+            .targets(
+                aws_sdk_ssm::types::Target::builder()
+                    .key("InstanceIds")
+                    .set_values(Some(nodes.to_vec()))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let aid = created
+            .association_description()
+            .and_then(|d| d.association_id())
+            .unwrap()
+            .to_owned();
+        for node in nodes {
+            t.env
+                .control
+                .call(
+                    "POST",
+                    "fleet/node",
+                    Some(json!({"tenant": t.env.tenant, "instance_id": node,
+                        "compliance": {"Association": [{"Id": aid, "Title": "AWS-GatherSoftwareInventory",
+                            "Severity": "UNSPECIFIED", "Status": "NON_COMPLIANT",
+                            "Details": {"DocumentName": "AWS-GatherSoftwareInventory"}}]}})),
+                )
+                .await
+                .unwrap();
+        }
+        out.insert(aid, nodes.to_vec());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_association_step_whose_records_partly_failed_runs_each_association_once() {
+    let mut t = tenant().await;
+    assert!(t.planned.len() >= 6, "fleet too small: {:?}", t.planned);
+    let assoc = associations(&t).await;
+    // Associations only: the patch steps would take the faults first.
+    let mut pol = policy(100, "");
+    pol["patch"]["enabled"] = json!(false);
+    aws_sdk_ssm::Client::new(&t.env.sdk().await)
+        .put_parameter()
+        .name(&t.spec.env["POLICY_PARAMETER"])
+        .value(pol.to_string())
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    t.planned = assoc.values().flatten().cloned().collect();
+    add_rule(
+        &t.env,
+        json!({"operation": "dynamodb:UpdateItem", "throttle_rate": 0.3, "seed": 7}),
+    )
+    .await;
+    let redeliveries = deliver(&t, &sweep_event(&t.env)).await;
+    assert!(
+        redeliveries > 0,
+        "no delivery failed: the case did not happen"
+    );
+    let runs = t
+        .env
+        .control
+        .state("association-runs", &t.env.tenant)
+        .await
+        .unwrap();
+    let mut ran: Vec<&str> = runs["Runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["AssociationId"].as_str().unwrap())
+        .collect();
+    ran.sort_unstable();
+    assert_eq!(
+        ran,
+        assoc.keys().map(String::as_str).collect::<Vec<_>>(),
+        "each association run exactly once"
+    );
+    assert_eq!(calls(&t.env, "ssm:SendCommand").await, 0);
+    for node in &t.planned {
+        let rec = attempt(&t.env, node, "Association").await.unwrap();
+        assert!(
+            rec["command_id"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("associations:")),
+            "{node} not linked: {rec}"
+        );
+        assert_eq!(rec["attempts"], json!(1.0), "{node}: {rec}");
+    }
 }

@@ -597,3 +597,22 @@ impl Ledger {
             .map(str::to_owned))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claimed_record_is_sent_once_it_carries_a_reference() {
+        let mut item = HashMap::from([
+            ("sweep_id".to_owned(), s("s1")),
+            ("last_attempt_at".to_owned(), n(1_700)),
+        ]);
+        assert!(matches!(claim_outcome(&item), ClaimOutcome::Own(1_700)));
+        item.insert("command_id".to_owned(), s("c-1"));
+        assert!(matches!(claim_outcome(&item), ClaimOutcome::Sent(c) if c == "c-1"));
+        // An empty reference links nothing.
+        item.insert("command_id".to_owned(), s(""));
+        assert!(matches!(claim_outcome(&item), ClaimOutcome::Own(1_700)));
+    }
+}

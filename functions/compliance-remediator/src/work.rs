@@ -423,6 +423,23 @@ mod tests {
     }
 
     #[test]
+    fn already_linked_claims_are_reported_once_per_reference() {
+        let claims = Claims {
+            sent: vec![
+                (patch("i-1"), "c1".into()),
+                (patch("i-2"), "c2".into()),
+                (patch("i-3"), "c1".into()),
+            ],
+            ..Claims::default()
+        };
+        let out = already_sent(ActionKind::Patch, &claims);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].reference, "c1");
+        assert_eq!(out[0].resources, vec!["i-1", "i-3"]);
+        assert_eq!(out[1].resources, vec!["i-2"]);
+    }
+
+    #[test]
     fn settle_steps_survive_a_checkpoint() {
         let s = Step::Settle {
             keys: vec![patch("i-1")],

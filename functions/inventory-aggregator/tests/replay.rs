@@ -95,7 +95,7 @@ async fn hundred_deliveries_of_every_trigger_write_one_delivery_s_objects() {
         20,
         &[
             ("OUTPUT_PREFIX", prefix.as_str()),
-            // The crashed delivery's 7 s must not all be margin (the template's is 60 s).
+            // The crashed delivery's 6 s must not all be margin (the template's is 60 s).
             ("CHECKPOINT_MARGIN_SECONDS", "1"),
         ],
     )
@@ -109,7 +109,7 @@ async fn hundred_deliveries_of_every_trigger_write_one_delivery_s_objects() {
         settle: Duration::ZERO,
         hold: vec!["ssm:GetInventory".into()],
         hold_ms: 1500,
-        deadline: Duration::from_secs(7),
+        deadline: Duration::from_secs(6),
     };
     let mut errors = std::collections::BTreeMap::<String, usize>::new();
     let (mut deliveries, mut continuations) = (0, 0);
@@ -117,10 +117,10 @@ async fn hundred_deliveries_of_every_trigger_write_one_delivery_s_objects() {
         let plan = ReplayPlan {
             crash: crash.clone(),
             siblings: vec![continuation_event(&spec_of(event), 1)],
-            // The run's last listing (finalize: the previous manifests) held 2 s: the
+            // The run's last listing (finalize: the previous manifests) held 1.5 s: the
             // invocation that resumed the run still holds its lease when the other event's
             // first delivery of the round tries to claim it.
-            first_round_faults: vec![json!({"operation": "s3:ListObjectsV2", "latency_ms": 2000})],
+            first_round_faults: vec![json!({"operation": "s3:ListObjectsV2", "latency_ms": 1500})],
         };
         let t = Instant::now();
         let run = reliability::replay_with(&replayed, &mut pool, event, 100, 20, &plan)

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use autopilot_harness::TestEnv;
-use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
 /// The same fleet of `nodes` on every tenant: a fixed seed and a fixed creation time (capture
@@ -26,10 +25,13 @@ pub fn uniq(p: &str) -> String {
     format!("{p}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
 }
 
-/// Every object under `prefix/`, keyed relative to it.
+/// Every object under `prefix/`, keyed relative to it: a manifest's bytes, every other
+/// object's ETag (moto's, as S3's for a single PutObject, is the MD5 of the bytes stored), so
+/// that comparing hundreds of objects costs one listing instead of a GET each.
 pub async fn objects(env: &TestEnv, bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
     let s3 = autopilot_shared::clients::s3(&env.sdk().await);
-    let mut keys = Vec::new();
+    let mut out = BTreeMap::new();
+    let mut manifests = Vec::new();
     let mut token = None;
     loop {
         let resp = s3
@@ -40,35 +42,39 @@ pub async fn objects(env: &TestEnv, bucket: &str, prefix: &str) -> BTreeMap<Stri
             .send()
             .await
             .unwrap();
-        keys.extend(resp.contents().iter().map(|o| o.key().unwrap().to_owned()));
+        for o in resp.contents() {
+            let key = o.key().unwrap();
+            let rel = key[prefix.len() + 1..].to_owned();
+            if rel.ends_with("/manifest.json") {
+                manifests.push((key.to_owned(), rel));
+            } else {
+                let etag = o.e_tag().unwrap_or_default().trim_matches('"');
+                assert!(!etag.is_empty(), "{key} has no ETag to compare");
+                out.insert(rel, format!("md5:{etag}").into_bytes());
+            }
+        }
         token = resp.next_continuation_token().map(str::to_owned);
         if token.is_none() {
             break;
         }
     }
-    futures::stream::iter(keys)
-        .map(|key| {
-            let s3 = s3.clone();
-            async move {
-                let body = s3
-                    .get_object()
-                    .bucket(bucket)
-                    .key(&key)
-                    .send()
-                    .await?
-                    .body
-                    .collect()
-                    .await
-                    .unwrap()
-                    .into_bytes()
-                    .to_vec();
-                Ok::<_, aws_sdk_s3::error::SdkError<_>>((key[prefix.len() + 1..].to_owned(), body))
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect()
-        .await
-        .unwrap()
+    for (key, rel) in manifests {
+        let body = s3
+            .get_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes()
+            .to_vec();
+        out.insert(rel, body);
+    }
+    out
 }
 
 /// A manifest without what differs between two deliveries of one run by design: wall-clock

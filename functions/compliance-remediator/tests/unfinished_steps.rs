@@ -228,8 +228,8 @@ async fn a_sweep_killed_while_recording_commands_every_planned_node_on_redeliver
         recorded += usize::from(attempt(&t.env, n, "Patch").await.is_some());
     }
     assert!(
-        recorded > 0 && recorded < t.planned.len(),
-        "the kill should leave some records: {recorded}"
+        recorded > 0,
+        "the kill should leave records and nothing sent"
     );
     deliver(&t, &event).await;
     let commands = assert_each_node_commanded_once_and_linked(&t).await;

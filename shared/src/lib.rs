@@ -17,3 +17,4 @@ pub mod logging;
 pub mod metrics;
 #[cfg(feature = "aws")]
 pub mod params;
+pub mod raw_pointer;

@@ -14,7 +14,13 @@ use autopilot_harness::repo_root;
 const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
 /// Targets that build without the AWS SDKs (`autopilot-shared` without its `aws` feature).
-const LIGHT_TARGETS: [&str; 4] = ["classify", "scheduler_detail", "aws_time", "ids"];
+const LIGHT_TARGETS: [&str; 5] = [
+    "classify",
+    "raw_pointer",
+    "scheduler_detail",
+    "aws_time",
+    "ids",
+];
 /// Needs the function crates (and so the SDKs): a much longer instrumented build.
 const DOCUMENT_TARGET: &str = "documents";
 
@@ -359,6 +365,16 @@ fn write_seeds(out: &Path) -> Result<PathBuf, String> {
         };
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
             strings_of(&v, &mut strings);
+            // raw_pointer inputs: a pointer line, then the document.
+            let mut leaves = Vec::new();
+            leaf_pointers(&v, String::new(), &mut leaves);
+            for (i, p) in leaves.iter().step_by(7).take(8).enumerate() {
+                write(
+                    out,
+                    &format!("ptr-{n:04}-{i}"),
+                    format!("{p}\n{v}").as_bytes(),
+                )?;
+            }
         }
         n += 1;
         write(out, &format!("file-{n:04}"), &bytes)?;
@@ -407,5 +423,23 @@ fn strings_of(v: &serde_json::Value, out: &mut BTreeSet<String>) {
             }
         }
         _ => {}
+    }
+}
+
+/// JSON pointers of every leaf of `v`.
+fn leaf_pointers(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                let k = k.replace('~', "~0").replace('/', "~1");
+                leaf_pointers(x, format!("{at}/{k}"), out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                leaf_pointers(x, format!("{at}/{i}"), out);
+            }
+        }
+        _ => out.push(at),
     }
 }

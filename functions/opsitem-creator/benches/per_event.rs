@@ -53,6 +53,13 @@ fn per_event(c: &mut Criterion) {
             }
         })
     });
+    c.bench_function("classify only, all samples", |b| {
+        b.iter(|| {
+            for (_, raw) in &all {
+                black_box(classify(black_box(raw)).unwrap());
+            }
+        })
+    });
     let mut group = c.benchmark_group("classify + plan");
     for (name, raw) in &all {
         group.bench_function(name.as_str(), |b| {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use autopilot_shared::events::AutopilotEvent;
 use serde::Serialize;
 
-use crate::facts::{Facts, Signal, facts, render};
+use crate::facts::{Facts, RawDetail, Signal, facts, render};
 use crate::rules::RuleSet;
 
 pub const MAX_TITLE: usize = 1024;
@@ -55,6 +55,7 @@ pub fn plan(
     ec2_states: &[String],
     default_topic: Option<&str>,
 ) -> Vec<Action> {
+    let detail = RawDetail::new(raw);
     facts(event, ec2_states)
         .into_iter()
         .map(|f| match f.signal {
@@ -72,7 +73,7 @@ pub fn plan(
             Signal::Recovery => Action::Ignore {
                 reason: format!("auto-resolve is off for {}", f.kind),
             },
-            Signal::Problem => match rules.find(f.kind, &f.detail) {
+            Signal::Problem => match rules.find(f.kind, |ptr| detail.lookup(f.scope, ptr)) {
                 None => Action::Ignore {
                     reason: format!("no rule matches this {} event", f.kind),
                 },
@@ -100,67 +101,64 @@ fn draft(
     let now = event.time().map(|t| t.to_rfc3339()).unwrap_or_default();
     let mut data = BTreeMap::new();
     // OpsCenter rejects blank values, so absent facts are left out rather than sent empty.
-    let mut put = |k: &str, t: DataType, v: String| {
+    let mut put = |k: &str, t: DataType, v: &str| {
         if !v.trim().is_empty() {
-            data.insert(k.to_owned(), (t, truncate(&v, MAX_DATA_VALUE)));
+            data.insert(k.to_owned(), (t, truncate(v, MAX_DATA_VALUE)));
         }
     };
     put(
         "/aws/dedup",
         DataType::SearchableString,
-        serde_json::json!({ "dedupString": f.dedup }).to_string(),
+        &serde_json::json!({ "dedupString": f.dedup }).to_string(),
     );
     put(
         "/aws/resources",
         DataType::SearchableString,
-        resources_json(&arns),
+        &resources_json(&arns),
     );
     if let Some(rb) = &rule.runbook {
         put(
             "/aws/automations",
             DataType::SearchableString,
-            serde_json::json!([{ "automationType": "AWS:SSM:Automation", "automationId": rb }])
+            &serde_json::json!([{ "automationType": "AWS:SSM:Automation", "automationId": rb }])
                 .to_string(),
         );
     }
-    put(
-        "autopilot:dedup",
-        DataType::SearchableString,
-        f.dedup.clone(),
-    );
+    put("autopilot:dedup", DataType::SearchableString, &f.dedup);
     put(
         "autopilot:account",
         DataType::SearchableString,
-        account.unwrap_or_default().to_owned(),
+        account.unwrap_or_default(),
     );
     put(
         "autopilot:region",
         DataType::SearchableString,
-        region.unwrap_or_default().to_owned(),
+        region.unwrap_or_default(),
     );
     put(
         "autopilot:source",
         DataType::SearchableString,
-        event.source().to_owned(),
+        event.source(),
     );
     put(
         "autopilot:resourceIds",
         DataType::SearchableString,
-        f.resource_ids.join(","),
+        &f.resource_ids.join(","),
     );
-    put("autopilot:rule", DataType::String, rule.name.clone());
-    put("autopilot:occurrences", DataType::String, "1".to_owned());
-    put("autopilot:firstSeen", DataType::String, now.clone());
-    put("autopilot:lastSeen", DataType::String, now);
+    put("autopilot:rule", DataType::String, &rule.name);
+    put("autopilot:occurrences", DataType::String, "1");
+    put("autopilot:firstSeen", DataType::String, &now);
+    put("autopilot:lastSeen", DataType::String, &now);
     put(
         "autopilot:createdByEvent",
         DataType::String,
-        event.id().unwrap_or_default().to_owned(),
+        event.id().unwrap_or_default(),
     );
+    // Borrowed when the event is valid UTF-8: only the kept (≤ 20 KB) part is copied.
     put(
         "autopilot:event",
         DataType::String,
-        String::from_utf8_lossy(raw).into_owned(),
+        &String::from_utf8_lossy(raw),
     );
     Draft {
         rule: rule.name.clone(),
@@ -204,7 +202,7 @@ pub fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::default_rules;
+    use crate::rules::{RuleSet, default_rules};
     use autopilot_shared::events::classify;
 
     fn sample(path: &str) -> Vec<u8> {
@@ -334,6 +332,54 @@ mod tests {
                 .ends_with("[truncated]")
         );
         assert!(d.dedup.len() < 200);
+    }
+
+    fn rules(yaml: &str) -> RuleSet {
+        let set: RuleSet = serde_norway::from_str(yaml).unwrap();
+        set.validate().unwrap();
+        set
+    }
+
+    fn rule_of(rules: &RuleSet, raw: &[u8]) -> Vec<String> {
+        let ev = classify(raw).unwrap();
+        plan(&ev, raw, rules, &[], None)
+            .into_iter()
+            .map(|a| match a {
+                Action::Open(d) => d.rule,
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn field_conditions_address_the_event_as_aws_sent_it() {
+        // `partition` is not part of the typed GuardDuty detail: rules still see it.
+        let set = rules(
+            "rules:\n  - name: gov\n    match: {kind: guardduty, fields: {/partition: [aws-us-gov]}}\n    title: t\n    severity: '1'\n  - name: commercial\n    match: {kind: guardduty, fields: {/partition: [aws], /severity: {atLeast: 7}}}\n    title: t\n    severity: '2'\n",
+        );
+        let raw = sample("guardduty-finding-high.json");
+        assert_eq!(rule_of(&set, &raw), ["commercial"]);
+        // The same detail sent as a JSON document inside a string matches the same way.
+        let mut v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        v["detail"] = serde_json::Value::String(v["detail"].to_string());
+        let encoded = serde_json::to_vec(&v).unwrap();
+        assert_eq!(rule_of(&set, &encoded), ["commercial"]);
+    }
+
+    #[test]
+    fn security_hub_conditions_apply_to_each_finding() {
+        let raw = sample("securityhub-finding-new.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        let mut second = v["detail"]["findings"][0].clone();
+        second["Id"] = "second-finding".into();
+        second["ProductName"] = "Inspector".into();
+        v["detail"]["findings"][0]["ProductName"] = "GuardDuty".into();
+        v["detail"]["findings"].as_array_mut().unwrap().push(second);
+        let raw = serde_json::to_vec(&v).unwrap();
+        let set = rules(
+            "rules:\n  - name: inspector\n    match: {kind: securityhub, fields: {/ProductName: [Inspector]}}\n    title: t\n    severity: '3'\n  - name: other\n    match: {kind: securityhub}\n    title: t\n    severity: '2'\n",
+        );
+        assert_eq!(rule_of(&set, &raw), ["other", "inspector"]);
     }
 
     #[test]

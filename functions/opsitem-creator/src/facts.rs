@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use autopilot_shared::events::{
     AlarmStateValue, AutomationOutcome, AutopilotEvent, EventBridgeEvent,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
+
+use autopilot_shared::raw_pointer;
 
 /// Longest dedup string kept readable; longer identities are hashed.
 const MAX_READABLE_DEDUP: usize = 256;
@@ -29,7 +32,75 @@ pub struct Facts {
     pub resource_arns: Vec<String>,
     pub resource_ids: Vec<String>,
     /// What rule conditions are evaluated against (the detail, or one finding).
-    pub detail: Value,
+    pub scope: Scope,
+}
+
+/// The part of the received event's `detail` a rule's field pointers address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Detail,
+    /// One Security Hub finding: `detail.findings[i]`.
+    Finding(usize),
+    /// Nothing to match fields against.
+    None,
+}
+
+/// The received event's `detail`, read only when a rule has field conditions. Rules are
+/// written against the event as AWS sends it, so fields our typed structs do not model still
+/// match; a lookup walks the text to one leaf instead of building the whole document.
+pub struct RawDetail<'a> {
+    raw: &'a [u8],
+    detail: std::cell::OnceCell<Option<Detail<'a>>>,
+}
+
+enum Detail<'a> {
+    Borrowed(&'a RawValue),
+    /// Some producers send the detail as a JSON document inside a string.
+    Decoded(Box<RawValue>),
+}
+
+#[derive(Deserialize)]
+struct DetailOnly<'a> {
+    #[serde(borrow, default)]
+    detail: Option<&'a RawValue>,
+}
+
+impl<'a> RawDetail<'a> {
+    pub fn new(raw: &'a [u8]) -> Self {
+        Self {
+            raw,
+            detail: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn detail(&self) -> Option<&RawValue> {
+        let d = self.detail.get_or_init(|| {
+            let d = serde_json::from_slice::<DetailOnly<'a>>(self.raw)
+                .ok()?
+                .detail?;
+            if d.get().starts_with('"') {
+                let inner: String = serde_json::from_str(d.get()).ok()?;
+                RawValue::from_string(inner).ok().map(Detail::Decoded)
+            } else {
+                Some(Detail::Borrowed(d))
+            }
+        });
+        match d.as_ref()? {
+            Detail::Borrowed(r) => Some(r),
+            Detail::Decoded(b) => Some(b),
+        }
+    }
+
+    /// The value `pointer` addresses within `scope`.
+    pub fn lookup(&self, scope: Scope, pointer: &str) -> Option<Value> {
+        let detail = self.detail()?;
+        let root = match scope {
+            Scope::Detail => detail,
+            Scope::Finding(i) => raw_pointer::find(detail, &format!("/findings/{i}"))?,
+            Scope::None => return None,
+        };
+        raw_pointer::lookup(root, pointer)
+    }
 }
 
 struct Ctx<'a> {
@@ -68,10 +139,6 @@ fn dedup(parts: &[&str]) -> String {
     }
 }
 
-fn to_value<T: Serialize>(t: &T) -> Value {
-    serde_json::to_value(t).unwrap_or(Value::Null)
-}
-
 /// One entry per problem the event describes (Security Hub events may carry several).
 pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
     let mut vars: BTreeMap<&'static str, String> = BTreeMap::new();
@@ -85,7 +152,7 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
         .filter(|r| r.starts_with("arn:"))
         .cloned()
         .collect();
-    let one = |signal, dedup, vars, mut arns: Vec<String>, ids: Vec<String>, detail| {
+    let one = |signal, dedup, vars, mut arns: Vec<String>, ids: Vec<String>, scope| {
         for a in &envelope_arns {
             if !arns.contains(a) {
                 arns.push(a.clone());
@@ -98,7 +165,7 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
             vars,
             resource_arns: arns,
             resource_ids: ids,
-            detail,
+            scope,
         }]
     };
     match event {
@@ -132,7 +199,7 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
                 vars,
                 arns,
                 ids,
-                to_value(d),
+                Scope::Detail,
             )
         }
         AutopilotEvent::Ec2StateChange(e) => {
@@ -152,7 +219,7 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
                 vars,
                 arns,
                 vec![d.instance_id.clone()],
-                to_value(d),
+                Scope::Detail,
             )
         }
         AutopilotEvent::SpotInterruption(e) => {
@@ -167,7 +234,7 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
                 vars,
                 arns,
                 vec![d.instance_id.clone()],
-                to_value(d),
+                Scope::Detail,
             )
         }
         AutopilotEvent::Health(e) => {
@@ -208,7 +275,7 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
                 vars,
                 arns,
                 ids,
-                to_value(d),
+                Scope::Detail,
             )
         }
         AutopilotEvent::GuardDuty(e) => {
@@ -238,14 +305,15 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
                 vars,
                 arns,
                 ids,
-                to_value(d),
+                Scope::Detail,
             )
         }
         AutopilotEvent::SecurityHub(e) => e
             .detail
             .findings
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(i, f)| {
                 let mut v = vars.clone();
                 v.insert("finding_title", f.title.clone().unwrap_or_default());
                 v.insert(
@@ -280,7 +348,7 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
                     vars: v,
                     resource_arns: arns,
                     resource_ids: ids,
-                    detail: to_value(f),
+                    scope: Scope::Finding(i),
                 }
             })
             .collect(),
@@ -311,7 +379,7 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
                 vars,
                 arns,
                 vec![d.resource_id.clone()],
-                to_value(d),
+                Scope::Detail,
             )
         }
         AutopilotEvent::AutomationStatus(e) => {
@@ -334,7 +402,7 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
                 vars,
                 arns,
                 vec![d.execution_id.clone()],
-                to_value(d),
+                Scope::Detail,
             )
         }
         other => one(
@@ -343,7 +411,7 @@ pub fn facts(event: &AutopilotEvent, ec2_states: &[String]) -> Vec<Facts> {
             vars,
             Vec::new(),
             Vec::new(),
-            Value::Null,
+            Scope::None,
         )
         .into_iter()
         .map(|mut f| {

@@ -129,14 +129,15 @@ impl RuleSet {
         Ok(())
     }
 
-    /// First rule matching the event kind and detail.
-    pub fn find(&self, kind: &str, detail: &Value) -> Option<&Rule> {
+    /// First rule matching the event kind and detail; `field` looks up a JSON pointer in the
+    /// detail and is called only for the conditions of rules of this kind.
+    pub fn find(&self, kind: &str, field: impl Fn(&str) -> Option<Value>) -> Option<&Rule> {
         self.rules.iter().find(|r| {
             r.matcher.kind == kind
                 && r.matcher
                     .fields
                     .iter()
-                    .all(|(ptr, c)| c.holds(detail.pointer(ptr)))
+                    .all(|(ptr, c)| c.holds(field(ptr).as_ref()))
         })
     }
 
@@ -150,14 +151,15 @@ impl RuleSet {
 
 impl Condition {
     fn holds(&self, v: Option<&Value>) -> bool {
-        let text = v.and_then(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
+        use std::borrow::Cow;
+        let text: Option<Cow<'_, str>> = v.and_then(|v| match v {
+            Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+            Value::Number(n) => Some(Cow::Owned(n.to_string())),
+            Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
             _ => None,
         });
         match self {
-            Condition::OneOf(options) => text.is_some_and(|t| options.iter().any(|o| o == &t)),
+            Condition::OneOf(options) => text.is_some_and(|t| options.iter().any(|o| *o == *t)),
             Condition::Test(t) => {
                 let num = text.as_deref().and_then(|s| s.parse::<f64>().ok());
                 t.prefix

@@ -26,8 +26,8 @@ const AUDIT_SOURCE: &str = "ssm-autopilot.compliance-remediator";
 /// The node the samples name.
 const SAMPLE_NODE: &str = "i-0fedcba9876543210";
 const FLEET_SEED: u64 = 61;
-/// Two patch batches of 50 in the sweep, small enough for 20 sandboxes to replay quickly.
-const FLEET_SIZE: usize = 150;
+/// Two patch batches (≤ 50 nodes each) in the enforcing sweep.
+const FLEET_SIZE: usize = 200;
 const DELIVERIES: usize = 100;
 const CONCURRENCY: usize = 20;
 /// A remediation's life: each sample acts on what the ones before it did.
@@ -287,6 +287,20 @@ async fn hundred_deliveries_of_every_sample_have_one_delivery_s_side_effects() {
             run.deliveries, run.retries, run.retryable_errors, run.claimed_before_kill
         );
     }
+    // Every kind of side effect was exercised: the compared state is not hollow.
+    let ledger = before["ledger"].as_object().unwrap();
+    let statuses: Vec<&str> = ledger
+        .values()
+        .filter_map(|r| r["status"].as_str())
+        .collect();
+    assert!(
+        before["command_targets"].as_array().unwrap().len() >= 3
+            && before["automation_runs"].as_array().unwrap().len() == 1
+            && !before["association_targets"].as_array().unwrap().is_empty()
+            && statuses.contains(&"failed")
+            && statuses.contains(&"remediated"),
+        "a side effect kind is missing from the final state: {before}"
+    );
     // Audit events are at-least-once: a crash after one is published repeats it; none is lost.
     let want = by_type(&once_audit.drain(&once).await.unwrap(), &account_for(&once));
     let expected: u64 = want.values().sum();

@@ -3,7 +3,7 @@
 //! spike}. Each cell runs on a fresh tenant with the same fleet and one seeded fault rule; a
 //! failed delivery must carry a retryable error type and is redelivered (as Lambda's retry
 //! would) until it succeeds, continuations followed as the audit-bus rule would. The cell's
-//! bucket (keys and bytes, manifests without timing) must equal a fault-free tenant's.
+//! bucket (keys, the bytes' MD5, manifests without timing) must equal a fault-free tenant's.
 //!
 //! The SDK runs with one attempt per call (`AWS_MAX_ATTEMPTS=1`), so every injected fault fails
 //! the invocation and the resume paths (checkpoint, lease, idempotency) do the recovering. A
@@ -37,7 +37,7 @@ const LEASE: Duration = Duration::from_secs(5);
 const WINDOW: u64 = 12;
 /// Cells run at once (each on its own tenant, prefix and sandbox).
 const PARALLEL: usize = 6;
-/// One GetInventory page per type, ~70 objects per run: the emulator's S3 is the cost of a
+/// One GetInventory page per type, ~45 objects per run: the emulator's S3 is the cost of a
 /// cell (1,184 PutObjects for two runs of 55 nodes took 17 s on the loaded machine). Pages
 /// and their checkpoints under faults are the replay suite's and e2e's part.
 const NODES: u64 = 3;

@@ -3,9 +3,9 @@
 //! concurrent deliveries (half of the slots deliver the run's continuation event, so that the
 //! run lease behind the idempotency guard meets a second invocation of the same run), the rest
 //! sequential; retryable failures are redelivered until Ok. The bucket must then hold exactly
-//! the keys and bytes one delivery of each sample writes on a reference tenant with the same
-//! fleet (manifests compared without their wall-clock `timing` and destination): no second
-//! snapshot, diff or manifest, nothing missing.
+//! the keys and bytes (by MD5) one delivery of each sample writes on a reference tenant with
+//! the same fleet (manifests compared without their wall-clock `timing` and destination): no
+//! second snapshot, diff or manifest, nothing missing.
 
 // Test-only crate: panicking on unexpected results is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

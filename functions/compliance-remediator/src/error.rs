@@ -8,6 +8,7 @@ use autopilot_shared::params::ParamError;
 use lambda_runtime::Diagnostic;
 
 use crate::policy::PolicyError;
+use crate::remediate::SideEffectError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemediatorError {
@@ -23,6 +24,8 @@ pub enum RemediatorError {
     Idempotency(#[from] IdempotencyError),
     #[error(transparent)]
     Aws(#[from] AwsCallError),
+    #[error(transparent)]
+    SideEffect(#[from] SideEffectError),
     #[error("sweep report could not be written")]
     Report(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("continuation event could not be published")]
@@ -41,6 +44,7 @@ impl ErrorKind for RemediatorError {
             RemediatorError::Idempotency(e) => e.error_type(),
             RemediatorError::Aws(e) if e.is_throttling() => "AwsThrottled",
             RemediatorError::Aws(_) => "AwsCallFailed",
+            RemediatorError::SideEffect(e) => e.error_type(),
             RemediatorError::Report(_) => "ReportWriteFailed",
             RemediatorError::Continuation(_) => "ContinuationFailed",
             RemediatorError::CheckpointMissing => "CheckpointMissing",
@@ -56,6 +60,7 @@ impl ErrorKind for RemediatorError {
             RemediatorError::PolicyUnavailable(e) => e.retryable(),
             RemediatorError::Idempotency(e) => e.retryable(),
             RemediatorError::Aws(e) => e.retryable,
+            RemediatorError::SideEffect(e) => e.retryable(),
             RemediatorError::Report(_) | RemediatorError::Continuation(_) => true,
         }
     }

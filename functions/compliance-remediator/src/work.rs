@@ -223,7 +223,7 @@ impl Runner<'_> {
         };
         let sent = self
             .remediator
-            .sent_patch_commands(&work.sweep_id, since - CLOCK_SKEW_SECONDS)
+            .sent_patch_commands(self.function, &work.sweep_id, since - CLOCK_SKEW_SECONDS)
             .await?;
         let keys: Vec<Key> = own.iter().map(|(k, _)| k.clone()).collect();
         let (found, unsent) = reached(&keys, &sent);
@@ -253,12 +253,16 @@ impl Runner<'_> {
                     return Ok(done);
                 }
                 let ids: Vec<String> = fresh.iter().map(|k| k.resource_id.clone()).collect();
-                let cid = match self.remediator.patch(&ids, &work.patch, sid).await {
+                let cid = match self
+                    .remediator
+                    .patch(&ids, &work.patch, self.function, sid)
+                    .await
+                {
                     Ok(c) => c,
                     Err(e) => {
-                        // A retryable failure may still have sent (a 5xx, a timeout): the
-                        // claims stay, and the retry looks the command up before sending.
-                        if !e.retryable {
+                        // Unless SSM rejected it, the command may have gone out (a 5xx, a
+                        // timeout, no id): the claims stay, and the retry looks it up first.
+                        if e.gives_back() {
                             self.give_back(work, &fresh).await;
                         }
                         return Err(e.into());
@@ -288,7 +292,7 @@ impl Runner<'_> {
                     ids.iter().filter(|i| !ran.contains(*i)).cloned().collect();
                 if !to_run.is_empty() {
                     if let Err(e) = self.remediator.associations(&to_run).await {
-                        if !e.retryable {
+                        if e.gives_back() {
                             self.give_back(work, &open).await;
                         }
                         return Err(e.into());
@@ -315,7 +319,7 @@ impl Runner<'_> {
                 let id = match self.remediator.automation(run, &token).await {
                     Ok(id) => id,
                     Err(e) => {
-                        if !e.retryable {
+                        if e.gives_back() {
                             self.give_back(work, &open).await;
                         }
                         return Err(e.into());

@@ -70,13 +70,12 @@ impl SideEffectError {
         }
     }
 
+    /// The same types as any other AWS failure (what operators alarm on); the message says
+    /// which case it was.
     pub fn error_type(&self) -> &'static str {
         match self {
-            SideEffectError::Rejected(_) => "AwsCallFailed",
             SideEffectError::Throttled(_) => "AwsThrottled",
-            SideEffectError::Unknown(_) | SideEffectError::MissingId { .. } => {
-                "SideEffectOutcomeUnknown"
-            }
+            _ => "AwsCallFailed",
         }
     }
 }

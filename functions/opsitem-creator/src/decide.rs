@@ -1,5 +1,6 @@
 //! The pure decision: event + rules → actions. No I/O; everything here is unit-tested.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use autopilot_shared::events::AutopilotEvent;
@@ -154,12 +155,11 @@ fn draft(
         DataType::String,
         event.id().unwrap_or_default(),
     );
-    // Borrowed when the event is valid UTF-8: only the kept (≤ 20 KB) part is copied.
-    put(
-        "autopilot:event",
-        DataType::String,
-        &String::from_utf8_lossy(raw),
-    );
+    // A parsed event is valid UTF-8, so this borrows (the lossy fallback is for callers that
+    // pass other bytes); only the kept (≤ 20 KB) part is copied.
+    let text =
+        std::str::from_utf8(raw).map_or_else(|_| String::from_utf8_lossy(raw), Cow::Borrowed);
+    put("autopilot:event", DataType::String, &text);
     Draft {
         rule: rule.name.clone(),
         dedup: f.dedup.clone(),

@@ -24,14 +24,26 @@ pub enum RemediatorError {
     Idempotency(#[from] IdempotencyError),
     #[error(transparent)]
     Aws(#[from] AwsCallError),
+    /// A side-effecting call that failed other than by throttling (see the `From` impl).
     #[error(transparent)]
-    SideEffect(#[from] SideEffectError),
+    SideEffect(SideEffectError),
     #[error("sweep report could not be written")]
     Report(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("continuation event could not be published")]
     Continuation(#[source] autopilot_shared::audit::AuditError),
     #[error("no checkpoint for sweep continuation")]
     CheckpointMissing,
+}
+
+/// Throttled on every try is an AWS throttling failure like any other (its type and metric);
+/// the rest keep what they say about the call's effect.
+impl From<SideEffectError> for RemediatorError {
+    fn from(e: SideEffectError) -> Self {
+        match e {
+            SideEffectError::Throttled(e) => RemediatorError::Aws(e),
+            other => RemediatorError::SideEffect(other),
+        }
+    }
 }
 
 impl ErrorKind for RemediatorError {

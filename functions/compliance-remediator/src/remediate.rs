@@ -114,7 +114,9 @@ where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
     let v = classify(&err);
-    let e = AwsCallError::from_sdk(op, err);
+    let mut e = AwsCallError::from_sdk(op, err);
+    // By status as well as by code: a 429 or an uncoded 5xx is worth another delivery.
+    e.retryable = e.retryable || v != Verdict::Rejected;
     match v {
         Verdict::Throttled => SideEffectError::Throttled(e),
         Verdict::Rejected => SideEffectError::Rejected(e),
@@ -514,6 +516,23 @@ mod tests {
                 .build();
             assert_eq!(patch(client(&[&rule])).await.unwrap(), "c-1");
             assert_eq!(rule.num_calls(), 2);
+        }
+
+        #[tokio::test]
+        async fn a_send_command_throttled_on_every_try_is_a_retryable_throttling_failure() {
+            let rule = mock!(aws_sdk_ssm::Client::send_command)
+                .sequence()
+                .http_response(|| error(400, "ThrottlingException"))
+                .repeatedly()
+                .build();
+            let err = patch(client(&[&rule])).await.unwrap_err();
+            assert_eq!(rule.num_calls(), THROTTLE_TRIES as usize);
+            assert!(matches!(err, SideEffectError::Throttled(_)), "{err:?}");
+            assert!(!err.gives_back());
+            let err = crate::error::RemediatorError::from(err);
+            use autopilot_shared::error::ErrorKind;
+            assert_eq!(err.error_type(), "AwsThrottled");
+            assert!(err.retryable());
         }
 
         #[tokio::test]

@@ -134,7 +134,8 @@ pub fn run() -> Result<(), String> {
 
     step("cargo test --workspace");
     let mut test = cargo();
-    test.args(["test", "--workspace"])
+    // --no-fail-fast: one red run reports every failing suite, not just the first.
+    test.args(["test", "--workspace", "--no-fail-fast"])
         .env(autopilot_harness::emulator::EMULATOR_URL_ENV, &emu.endpoint);
     crate::local_aws_env(&mut test);
     run_with_deadline(&mut test, Duration::from_secs(50 * 60))?;

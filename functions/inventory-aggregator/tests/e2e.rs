@@ -527,19 +527,21 @@ async fn killed_and_deadline_cut_runs_resume_to_identical_objects() {
 
     // Deadline: each invocation gets ~1 s of work, checkpoints and hands over to a
     // continuation event (the audit-bus rule's job is modelled by re-invoking with it).
+    // The margin leaves 19 s to finish the page in flight and, in the last invocation, the
+    // snapshot, manifest and diff: on a loaded CI machine that overran 5 s + the grace.
     let cut = uniq("cut");
     let (sb3, _) = sandbox(
         &env,
         &[
             ("OUTPUT_PREFIX", &cut),
-            ("CHECKPOINT_MARGIN_SECONDS", "5"),
+            ("CHECKPOINT_MARGIN_SECONDS", "19"),
             ("MAX_CONCURRENCY", "4"),
         ],
     )
     .await;
     let t = std::time::Instant::now();
     let responses = run_to_completion(&sb3, event.clone(), || InvokeOptions {
-        deadline_in: Some(Duration::from_secs(6)),
+        deadline_in: Some(Duration::from_secs(20)),
         ..Default::default()
     })
     .await;
@@ -656,7 +658,7 @@ async fn targets_are_read_through_assumed_roles_into_one_bucket() {
         &[
             ("OUTPUT_PREFIX", &prefix),
             ("TARGETS", &targets_json),
-            ("CHECKPOINT_MARGIN_SECONDS", "5"),
+            ("CHECKPOINT_MARGIN_SECONDS", "19"),
         ],
     )
     .await;
@@ -682,11 +684,11 @@ async fn targets_are_read_through_assumed_roles_into_one_bucket() {
     )
     .await;
     assert_eq!(a.len(), 1);
-    // 6 s deadlines with a 5 s margin: ~1 s of work each, and room to finish the page in
-    // flight when the machine is loaded (3 s + the harness's grace was overrun once).
+    // 20 s deadlines with a 19 s margin: ~1 s of work each, and room to finish the page in
+    // flight and the run's final files when the machine is loaded (3 s + the grace was overrun).
     let b = run_to_completion(&sb, dispatched[1].to_string().into_bytes(), || {
         InvokeOptions {
-            deadline_in: Some(Duration::from_secs(6)),
+            deadline_in: Some(Duration::from_secs(20)),
             ..Default::default()
         }
     })

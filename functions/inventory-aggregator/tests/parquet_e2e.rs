@@ -251,11 +251,13 @@ async fn parquet_snapshots_hold_exactly_the_json_rows() {
     // Parquet bytes.
     let cut = uniq("pqcut");
     let mut v = vars(&cut);
-    v.push(("CHECKPOINT_MARGIN_SECONDS".into(), "3".into()));
+    // ~1 s of work per invocation, 19 s to finish the page in flight and the final files
+    // (a loaded CI machine needs more than a few seconds for those).
+    v.push(("CHECKPOINT_MARGIN_SECONDS".into(), "19".into()));
     v.push(("TYPE_CONCURRENCY".into(), "1".into()));
     let v: Vec<(&str, &str)> = v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let (sb, _) = sandbox(&env, &v).await;
-    let invocations = run_to_completion(&sb, event, Some(Duration::from_secs(4))).await;
+    let invocations = run_to_completion(&sb, event, Some(Duration::from_secs(20))).await;
     assert!(invocations > 1, "the run was not cut");
     let size = |ext: &str| -> usize {
         objs.iter()

@@ -2,7 +2,7 @@
 //! text is bounded and printable whatever the input (it reaches logs and error responses).
 #![no_main]
 
-use autopilot_shared::events::classify;
+use autopilot_shared::events::{classify, classify_raw};
 use libfuzzer_sys::fuzz_target;
 
 /// Source and detail-type are clipped to 128 chars each; Debug escaping can grow a char to
@@ -15,6 +15,15 @@ fuzz_target!(|data: &[u8]| {
             // Accessors the handlers call on every event must hold for any accepted input.
             let _ = (event.kind(), event.id(), event.time(), event.resources());
             let _ = (event.source(), event.detail_type(), event.account_region());
+            // The detail location handed to rule matching is the envelope's `detail`.
+            // (Values out of f64 range are skipped by the classifier but not by `Value`.)
+            if let Ok(envelope) = serde_json::from_slice::<serde_json::Value>(data) {
+                let located = classify_raw(data).map(|c| c.detail.get().to_owned());
+                let got = located
+                    .ok()
+                    .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok());
+                assert_eq!(got.as_ref(), envelope.get("detail"));
+            }
         }
         Err(err) => {
             assert!(!err.error_type().is_empty());

@@ -1,11 +1,10 @@
 //! JSON pointer lookups in raw JSON text. A rule's field condition needs one leaf of the
 //! event's `detail`; walking the text to it skips every sibling without allocating, where
-//! building a `serde_json::Value` of the whole detail cost more than classifying the event.
+//! building a `serde_json::Value` of the whole detail cost more than classifying the event,
+//! and a validating serde walk cost a third of it.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// The value `pointer` (RFC 6901, e.g. `/resource/instanceDetails/instanceId`) addresses in
@@ -39,97 +38,150 @@ fn unescape(token: &str) -> Cow<'_, str> {
 
 fn child<'a>(doc: &'a RawValue, token: &str) -> Option<&'a RawValue> {
     let text = doc.get();
-    let mut de = serde_json::Deserializer::from_str(text);
-    match text.trim_start().as_bytes().first()? {
-        b'{' => de.deserialize_map(FindKey(token)).ok().flatten(),
+    let b = text.as_bytes();
+    let at = skip_ws(b, 0);
+    let (start, end) = match b.get(at)? {
+        b'{' => find_key(text, at, token)?,
         b'[' => {
             // RFC 6901 array indices: decimal, no leading zeros (so "01" addresses nothing).
             let valid = !token.is_empty()
                 && token.bytes().all(|b| b.is_ascii_digit())
                 && (token == "0" || !token.starts_with('0'));
             let index: usize = token.parse().ok().filter(|_| valid)?;
-            de.deserialize_seq(FindIndex(index)).ok().flatten()
+            find_index(b, at, index)?
         }
-        _ => None,
+        _ => return None,
+    };
+    // A `RawValue` holds valid JSON, and so does every value inside it: re-borrowing the
+    // slice as one re-checks only this leaf's text.
+    serde_json::from_str(text.get(start..end)?).ok()
+}
+
+// The walk scans bytes and does not validate: a `RawValue` was validated when it was made.
+// Every index it stops at is an ASCII structural byte, so slices fall on char boundaries.
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// Index just past the string that opens at `i`.
+fn skip_string(b: &[u8], i: usize) -> Option<usize> {
+    let mut i = i + 1;
+    loop {
+        let j = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        if b.get(j) == Some(&b'\\') {
+            i = j + 2;
+        } else {
+            return Some(j + 1);
+        }
     }
 }
 
-/// An object key, borrowed from the text unless it holds escapes.
-struct Key<'de>(Cow<'de, str>);
+/// Bytes a container skip stops at: a string opens, or the nesting changes.
+static STRUCTURAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'"' as usize] = true;
+    t[b'{' as usize] = true;
+    t[b'[' as usize] = true;
+    t[b'}' as usize] = true;
+    t[b']' as usize] = true;
+    t
+};
 
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(s.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// Walks an object, keeping the value of one key (the last one, as `serde_json::Value` does
-/// with duplicate keys) and skipping the rest.
-struct FindKey<'t>(&'t str);
-
-impl<'de> Visitor<'de> for FindKey<'_> {
-    type Value = Option<&'de RawValue>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-            if k == self.0 {
-                found = Some(map.next_value::<&'de RawValue>()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// Walks an array, keeping one element and skipping the rest.
-struct FindIndex(usize);
-
-impl<'de> Visitor<'de> for FindIndex {
-    type Value = Option<&'de RawValue>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        let mut i = 0usize;
-        loop {
-            if i == self.0 {
-                match seq.next_element_seed(Borrow)? {
-                    Some(v) => found = Some(v),
-                    None => break,
+/// Index just past the value that starts at `i`.
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = i;
+            loop {
+                i += b
+                    .get(i..)?
+                    .iter()
+                    .position(|&c| STRUCTURAL[usize::from(c)])?;
+                match b.get(i)? {
+                    b'"' => {
+                        i = skip_string(b, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    _ => {
+                        depth = depth.checked_sub(1)?;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
                 }
-            } else if seq.next_element::<IgnoredAny>()?.is_none() {
-                break;
+                i += 1;
             }
-            i += 1;
         }
-        Ok(found)
+        _ => {
+            let mut j = i;
+            while !matches!(
+                b.get(j),
+                None | Some(b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
+            ) {
+                j += 1;
+            }
+            Some(j)
+        }
     }
 }
 
-struct Borrow;
+/// The span of the value of key `token` in the object that opens at `at` (the last one, as
+/// `serde_json::Value` keeps with duplicate keys).
+fn find_key(text: &str, at: usize, token: &str) -> Option<(usize, usize)> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, at + 1);
+    if b.get(i) == Some(&b'}') {
+        return None;
+    }
+    let mut found = None;
+    loop {
+        let key_end = skip_string(b, i)?;
+        let quoted = text.get(i..key_end)?;
+        let inner = quoted.get(1..quoted.len() - 1)?;
+        let is_match = if inner.contains('\\') {
+            serde_json::from_str::<String>(quoted).ok()? == token
+        } else {
+            inner == token
+        };
+        // `:` then the value.
+        let start = skip_ws(b, skip_ws(b, key_end) + 1);
+        let end = skip_value(b, start)?;
+        if is_match {
+            found = Some((start, end));
+        }
+        i = skip_ws(b, end);
+        match b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            _ => return found,
+        }
+    }
+}
 
-impl<'de> DeserializeSeed<'de> for Borrow {
-    type Value = &'de RawValue;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        de::Deserialize::deserialize(d)
+/// The span of element `index` of the array that opens at `at`.
+fn find_index(b: &[u8], at: usize, index: usize) -> Option<(usize, usize)> {
+    let mut i = skip_ws(b, at + 1);
+    if b.get(i) == Some(&b']') {
+        return None;
+    }
+    let mut n = 0usize;
+    loop {
+        let end = skip_value(b, i)?;
+        if n == index {
+            return Some((i, end));
+        }
+        n += 1;
+        i = skip_ws(b, end);
+        match b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            _ => return None,
+        }
     }
 }
 
@@ -221,6 +273,24 @@ mod tests {
             assert_eq!(lookup(&doc, p).as_ref(), v.pointer(p), "{p}");
         }
         assert_eq!(lookup(&doc, "/dup"), Some(Value::from(2)));
+    }
+
+    #[test]
+    fn strings_holding_structure_and_odd_spacing_are_skipped_whole() {
+        let text = " {\n\t\"s\" : \"}]{[,\\\"\\\\\" ,\r\n \"n\":-1.5e3 , \"t\":true,\"z\":null,
+                     \"o\" : { \"k\\\"q\" : [ \"]\" , { } , [ ] ] } ,\"last\" : \"x\" } ";
+        let v: Value = serde_json::from_str(text).unwrap();
+        let doc = raw(text);
+        let mut all = Vec::new();
+        pointers(&v, String::new(), &mut all);
+        assert!(all.len() > 10, "{all:?}");
+        for p in all
+            .iter()
+            .map(String::as_str)
+            .chain(["/o/k\"q/3", "/o/k/0", "/last/0"])
+        {
+            assert_eq!(lookup(&doc, p).as_ref(), v.pointer(p), "{p}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::path::Path;
 
-use autopilot_shared::events::classify;
+use autopilot_shared::events::{classify, classify_raw};
 use criterion::{Criterion, criterion_group, criterion_main};
 use opsitem_creator::decide::plan;
 use opsitem_creator::rules::default_rules;
@@ -42,10 +42,9 @@ fn per_event(c: &mut Criterion) {
     c.bench_function("classify + plan, all samples", |b| {
         b.iter(|| {
             for (_, raw) in &all {
-                let ev = classify(black_box(raw)).unwrap();
+                let ev = classify_raw(black_box(raw)).unwrap();
                 black_box(plan(
                     &ev,
-                    raw,
                     &rules,
                     &states,
                     Some("arn:aws:sns:us-east-1:123456789012:t"),
@@ -64,8 +63,8 @@ fn per_event(c: &mut Criterion) {
     for (name, raw) in &all {
         group.bench_function(name.as_str(), |b| {
             b.iter(|| {
-                let ev = classify(black_box(raw)).unwrap();
-                black_box(plan(&ev, raw, &rules, &states, None))
+                let ev = classify_raw(black_box(raw)).unwrap();
+                black_box(plan(&ev, &rules, &states, None))
             })
         });
     }

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use autopilot_shared::events::AutopilotEvent;
+use autopilot_shared::events::{AutopilotEvent, Classified};
 use serde::Serialize;
 
 use crate::facts::{Facts, RawDetail, Signal, facts, render};
@@ -48,15 +48,15 @@ pub enum Action {
     Ignore { reason: String },
 }
 
-/// Decides what to do with an event. `raw` is the event as received (kept on the item).
+/// Decides what to do with a classified event (its raw text is kept on the item).
 pub fn plan(
-    event: &AutopilotEvent,
-    raw: &[u8],
+    classified: &Classified<'_>,
     rules: &RuleSet,
     ec2_states: &[String],
     default_topic: Option<&str>,
 ) -> Vec<Action> {
-    let detail = RawDetail::new(raw);
+    let (event, raw) = (&classified.event, classified.raw);
+    let detail = RawDetail::new(classified.detail);
     facts(event, ec2_states)
         .into_iter()
         .map(|f| match f.signal {
@@ -203,7 +203,7 @@ pub fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::rules::{RuleSet, default_rules};
-    use autopilot_shared::events::classify;
+    use autopilot_shared::events::classify_raw;
 
     fn sample(path: &str) -> Vec<u8> {
         std::fs::read(format!(
@@ -215,10 +215,9 @@ mod tests {
 
     fn plan_for(path: &str) -> Vec<Action> {
         let raw = sample(path);
-        let ev = classify(&raw).unwrap();
+        let ev = classify_raw(&raw).unwrap();
         plan(
             &ev,
-            &raw,
             &default_rules().unwrap(),
             &["stopped".into(), "terminated".into()],
             Some("arn:aws:sns:us-east-1:123456789012:t"),
@@ -315,8 +314,8 @@ mod tests {
         v["detail"]["alarmName"] = serde_json::Value::String("a".repeat(3000));
         v["detail"]["state"]["reason"] = serde_json::Value::String("r".repeat(50_000));
         let raw = serde_json::to_vec(&v).unwrap();
-        let ev = classify(&raw).unwrap();
-        let Action::Open(d) = &plan(&ev, &raw, &default_rules().unwrap(), &[], None)[0] else {
+        let ev = classify_raw(&raw).unwrap();
+        let Action::Open(d) = &plan(&ev, &default_rules().unwrap(), &[], None)[0] else {
             panic!()
         };
         assert!(d.title.len() <= MAX_TITLE);
@@ -341,8 +340,8 @@ mod tests {
     }
 
     fn rule_of(rules: &RuleSet, raw: &[u8]) -> Vec<String> {
-        let ev = classify(raw).unwrap();
-        plan(&ev, raw, rules, &[], None)
+        let ev = classify_raw(raw).unwrap();
+        plan(&ev, rules, &[], None)
             .into_iter()
             .map(|a| match a {
                 Action::Open(d) => d.rule,
@@ -385,14 +384,8 @@ mod tests {
     #[test]
     fn unconfigured_ec2_state_is_ignored() {
         let raw = sample("ec2-stopped.json");
-        let ev = classify(&raw).unwrap();
-        let got = plan(
-            &ev,
-            &raw,
-            &default_rules().unwrap(),
-            &["terminated".into()],
-            None,
-        );
+        let ev = classify_raw(&raw).unwrap();
+        let got = plan(&ev, &default_rules().unwrap(), &["terminated".into()], None);
         assert!(matches!(&got[0], Action::Ignore { .. }), "{got:?}");
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use autopilot_shared::events::{
     AlarmStateValue, AutomationOutcome, AutopilotEvent, EventBridgeEvent,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -49,46 +49,30 @@ pub enum Scope {
 /// written against the event as AWS sends it, so fields our typed structs do not model still
 /// match; a lookup walks the text to one leaf instead of building the whole document.
 pub struct RawDetail<'a> {
-    raw: &'a [u8],
-    detail: std::cell::OnceCell<Option<Detail<'a>>>,
-}
-
-enum Detail<'a> {
-    Borrowed(&'a RawValue),
-    /// Some producers send the detail as a JSON document inside a string.
-    Decoded(Box<RawValue>),
-}
-
-#[derive(Deserialize)]
-struct DetailOnly<'a> {
-    #[serde(borrow, default)]
-    detail: Option<&'a RawValue>,
+    /// `detail` as the classifier located it: a JSON value, or a string holding one.
+    envelope_detail: &'a RawValue,
+    decoded: std::cell::OnceCell<Option<Box<RawValue>>>,
 }
 
 impl<'a> RawDetail<'a> {
-    pub fn new(raw: &'a [u8]) -> Self {
+    pub fn new(envelope_detail: &'a RawValue) -> Self {
         Self {
-            raw,
-            detail: std::cell::OnceCell::new(),
+            envelope_detail,
+            decoded: std::cell::OnceCell::new(),
         }
     }
 
     fn detail(&self) -> Option<&RawValue> {
-        let d = self.detail.get_or_init(|| {
-            let d = serde_json::from_slice::<DetailOnly<'a>>(self.raw)
-                .ok()?
-                .detail?;
-            if d.get().starts_with('"') {
-                let inner: String = serde_json::from_str(d.get()).ok()?;
-                RawValue::from_string(inner).ok().map(Detail::Decoded)
-            } else {
-                Some(Detail::Borrowed(d))
-            }
-        });
-        match d.as_ref()? {
-            Detail::Borrowed(r) => Some(r),
-            Detail::Decoded(b) => Some(b),
+        if !self.envelope_detail.get().starts_with('"') {
+            return Some(self.envelope_detail);
         }
+        // Some producers send the detail as a JSON document inside a string.
+        self.decoded
+            .get_or_init(|| {
+                let inner: String = serde_json::from_str(self.envelope_detail.get()).ok()?;
+                RawValue::from_string(inner).ok()
+            })
+            .as_deref()
     }
 
     /// The value `pointer` addresses within `scope`.

@@ -2,7 +2,7 @@
 
 use autopilot_shared::audit::AuditEmitter;
 use autopilot_shared::error::ErrorKind;
-use autopilot_shared::events::{AutopilotEvent, classify};
+use autopilot_shared::events::{AutopilotEvent, Classified, classify_raw};
 use autopilot_shared::idempotency::{GuardError, IdempotencyKey, IdempotencyStore};
 use autopilot_shared::metrics::Metrics;
 use autopilot_shared::params::ParameterCache;
@@ -170,34 +170,34 @@ async fn handle_event(
     metrics: &mut Metrics,
 ) -> Result<Response, OpsItemError> {
     let raw = event.payload.get().as_bytes();
-    let ev = match classify(raw) {
-        Ok(ev) => ev,
+    let classified = match classify_raw(raw) {
+        Ok(c) => c,
         Err(e) => {
             tracing::warn!(error_type = e.error_type(), error = %e, "event rejected");
             metrics.count("Rejected");
             return Err(e.into());
         }
     };
+    let ev = &classified.event;
     metrics.event_kind(ev.kind());
     let event_id = ev.id().unwrap_or_default().to_owned();
     metrics.property("eventId", event_id.clone());
     let span = tracing::info_span!("event", event_id = %event_id, detail_type = ev.detail_type(), kind = ev.kind());
     // Instrumenting (not entering) keeps the span on every line across awaits.
     // Boxed: the nested async state machine is large; keep it off the stack and the type shallow.
-    Box::pin(process(deps, &ev, raw, &event.context, event_id).instrument(span)).await
+    Box::pin(process(deps, &classified, &event.context, event_id).instrument(span)).await
 }
 
 async fn process(
     deps: &Deps,
-    ev: &AutopilotEvent,
-    raw: &[u8],
+    classified: &Classified<'_>,
     context: &lambda_runtime::Context,
     event_id: String,
 ) -> Result<Response, OpsItemError> {
+    let (ev, raw) = (&classified.event, classified.raw);
     let rules = deps.rules().await?;
     let actions = plan(
-        ev,
-        raw,
+        classified,
         &rules,
         &deps.config.ec2_states,
         deps.config.notification_topic.as_deref(),

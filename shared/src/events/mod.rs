@@ -116,6 +116,21 @@ struct Head<'a> {
 
 /// Turns raw bytes into a typed event, or says precisely why it cannot.
 pub fn classify(raw: &[u8]) -> Result<AutopilotEvent, EventError> {
+    classify_raw(raw).map(|c| c.event)
+}
+
+/// A typed event next to its `detail` as it arrived (a JSON value, or for some producers a
+/// string holding one), borrowed from the raw bytes.
+#[derive(Debug)]
+pub struct Classified<'a> {
+    pub event: AutopilotEvent,
+    pub raw: &'a [u8],
+    pub detail: &'a RawValue,
+}
+
+/// As [`classify`], keeping the location of `detail`: a consumer that reads fields the typed
+/// structs do not model starts there instead of scanning the envelope again.
+pub fn classify_raw(raw: &[u8]) -> Result<Classified<'_>, EventError> {
     if raw.len() > MAX_EVENT_BYTES {
         return Err(EventError::TooLarge {
             size: raw.len(),
@@ -227,7 +242,7 @@ pub fn classify(raw: &[u8]) -> Result<AutopilotEvent, EventError> {
         "account",
     )?;
     require(region.is_none_or(ids::is_region), event.kind(), "region")?;
-    Ok(event)
+    Ok(Classified { event, raw, detail })
 }
 
 struct Parse<'a> {

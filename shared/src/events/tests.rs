@@ -178,3 +178,34 @@ fn bad_account_or_region_is_rejected() {
         "InvalidEventField"
     );
 }
+
+#[test]
+fn classify_raw_locates_the_envelope_detail_of_every_sample() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
+    let mut checked = 0;
+    for sub in std::fs::read_dir(dir).unwrap() {
+        let sub = sub.unwrap().path();
+        if !sub.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&sub).unwrap() {
+            let f = f.unwrap().path();
+            let raw = std::fs::read(&f).unwrap();
+            let Ok(c) = classify_raw(&raw) else { continue };
+            let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+            let located: serde_json::Value = serde_json::from_str(c.detail.get()).unwrap();
+            assert_eq!(Some(&located), v.get("detail"), "{f:?}");
+            assert_eq!(c.raw, raw.as_slice());
+            checked += 1;
+        }
+    }
+    // String-encoded details (EventBridge Scheduler) are located as the string itself.
+    let raw = envelope(
+        "aws.scheduler",
+        "Scheduled Event",
+        json!("{\"dryRun\": true}"),
+    );
+    let c = classify_raw(&raw).unwrap();
+    assert_eq!(c.detail.get(), r#""{\"dryRun\": true}""#);
+    assert!(checked > 20, "{checked}");
+}

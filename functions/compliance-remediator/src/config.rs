@@ -26,6 +26,10 @@ pub struct Config {
     /// Concurrent SSM calls when fanning out (bounded to stay under SSM's rate limits).
     pub concurrency: usize,
     pub idempotency_expiry: Duration,
+    /// The function's timeout, the longest any delivery lives: another sweep's unlinked claim
+    /// older than this was left by a delivery that died (`FUNCTION_TIMEOUT_SECONDS`; default
+    /// Lambda's maximum, never shorter than the real timeout).
+    pub function_timeout: Duration,
     /// Deployment-wide settings from the template's parameters.
     pub deployment: Deployment,
 }
@@ -72,6 +76,7 @@ impl Config {
             concurrency: concurrency.clamp(1, 16),
             idempotency_expiry: env
                 .seconds("IDEMPOTENCY_EXPIRY_SECONDS", Duration::from_secs(3600 * 24))?,
+            function_timeout: env.seconds("FUNCTION_TIMEOUT_SECONDS", Duration::from_secs(900))?,
             deployment: Deployment {
                 exemption_tag_key: env
                     .optional("EXEMPTION_TAG_KEY")
@@ -109,6 +114,7 @@ mod tests {
     fn dry_run_is_the_default_and_policy_follows_the_prefix() {
         let c = cfg(&BASE).unwrap();
         assert!(c.dry_run);
+        assert_eq!(c.function_timeout, Duration::from_secs(900));
         assert_eq!(
             c.policy_parameter.as_deref(),
             Some("/autopilot/remediation-policy")

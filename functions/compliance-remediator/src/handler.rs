@@ -18,14 +18,14 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::error::RemediatorError;
 use crate::fleet::FleetReader;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Seen};
 use crate::plan::{
-    ASSOCIATION, AttemptStatus, CONFIG_PREFIX, Finding, Input, Key, PATCH, Plan, plan,
+    ASSOCIATION, AttemptStatus, CONFIG_PREFIX, Finding, Input, Key, PATCH, Plan, Skip, plan,
 };
 use crate::policy::{Policy, default_policy};
-use crate::remediate::{PATCH_DOCUMENT, Remediator};
+use crate::remediate::{PATCH_DOCUMENT, Remediator, is_claimed_command};
 use crate::report::{self, CalendarState, Report};
-use crate::work::{Executed, Runner, Step, Work, steps, with_own_claims};
+use crate::work::{Executed, Runner, Step, Work, read_for, steps, with_own_claims};
 
 pub const CONTINUATION: &str = "Compliance Sweep Continuation";
 pub const AUDIT_SOURCE: &str = "ssm-autopilot.compliance-remediator";
@@ -155,6 +155,24 @@ struct Ctx<'a> {
     lambda: &'a lambda_runtime::Context,
     /// Remediations this event verified outside a sweep summary (a compliant re-check).
     verified_now: AtomicUsize,
+    /// Planned keys this delivery skipped when claiming them (another delivery had).
+    claim_skips: std::sync::Mutex<Vec<Skip>>,
+}
+
+impl Ctx<'_> {
+    fn claim_skips(&self) -> Vec<Skip> {
+        self.claim_skips
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Adds the keys skipped at claim time to a summary's skip counts.
+    fn count_claim_skips(&self, summary: &mut Summary) {
+        for (reason, n) in count_by_reason(&self.claim_skips()) {
+            *summary.skipped.entry(reason).or_insert(0) += n;
+        }
+    }
 }
 
 pub async fn handle(
@@ -185,6 +203,7 @@ pub async fn handle(
         raw,
         lambda: &event.context,
         verified_now: AtomicUsize::new(0),
+        claim_skips: std::sync::Mutex::new(Vec::new()),
     };
     metrics.event_kind(ev.kind());
     metrics.property("eventId", ctx.event_id.clone());
@@ -346,6 +365,8 @@ struct Gathered {
     plan: Plan,
     /// Records an earlier delivery of this event claimed and linked nothing to (claim time).
     own: BTreeMap<Key, i64>,
+    /// Every remediation record as read: the claims are conditional on it.
+    seen: BTreeMap<Key, Seen>,
 }
 
 async fn gather(
@@ -401,15 +422,23 @@ async fn gather(
         }
     }
     // A redelivery's own unfinished claims are not attempts that hold a cooldown: the plan
-    // decides them again, as the first delivery did.
-    let (ledger, own) = deps
+    // decides them again, as the first delivery did. Neither are the claims of deliveries
+    // that died for good (older than any invocation lives).
+    let loaded = deps
         .ledger
-        .load_for_sweep(&ctx.account, &exception_keys, &attempt_keys, &ctx.event_id)
+        .load_claims(
+            &ctx.account,
+            &exception_keys,
+            &attempt_keys,
+            &ctx.event_id,
+            ctx.now.timestamp(),
+            i64::try_from(deps.config.function_timeout.as_secs()).unwrap_or(i64::MAX),
+        )
         .await?;
     let plan = plan(&Input {
         findings: &findings,
         policy: &policy,
-        ledger: &ledger,
+        ledger: &loaded.state,
         fleet: &fleet,
         now: ctx.now.timestamp(),
         calendar_open: calendar.as_ref().map(|c| c.open),
@@ -422,7 +451,8 @@ async fn gather(
         findings,
         calendar,
         plan,
-        own,
+        own: loaded.own,
+        seen: loaded.seen,
     })
 }
 
@@ -442,6 +472,7 @@ async fn sweep(
         .format("%Y-%m-%d")
         .to_string();
     let report_key = report::key(&deps.config.report_prefix, &date, &sweep_id, None);
+    let claim_skips = ctx.claim_skips();
     let rep = Report {
         sweep_id: &sweep_id,
         event_id: &ctx.event_id,
@@ -457,11 +488,13 @@ async fn sweep(
         findings: g.findings.len(),
         plan: &g.plan,
         executed: &executed,
+        skipped_at_claim: &claim_skips,
         checkpointed_steps: left,
     };
     let body = serde_json::to_vec_pretty(&rep).unwrap_or_default();
     report::write(&deps.s3, &deps.config.report_bucket, &report_key, body).await?;
-    let summary = summarize(&g, &sweep_id, dry_run, Some(report_key), executed, left);
+    let mut summary = summarize(&g, &sweep_id, dry_run, Some(report_key), executed, left);
+    ctx.count_claim_skips(&mut summary);
     audit(deps, ctx, "Compliance Sweep Summary", &summary).await;
     tracing::info!(
         decision = "swept",
@@ -554,11 +587,13 @@ async fn execute(
             )
             .await?;
     }
+    let todo = with_own_claims(steps(&g.plan), &g.own);
     let work = Work {
         sweep_id: sweep_id.to_owned(),
         account: ctx.account.clone(),
         patch: g.policy.patch.clone(),
-        steps: with_own_claims(steps(&g.plan), &g.own),
+        read: Some(read_for(&todo, &g.seen)),
+        steps: todo,
     };
     run_work(deps, ctx, &work, &g.own).await
 }
@@ -577,8 +612,14 @@ async fn run_work(
         deadline: ctx.lambda.deadline(),
         margin: deps.config.checkpoint_margin,
         own,
+        stale_after: deps.config.function_timeout,
     };
-    let (done, rest) = runner.run(work).await?;
+    // Boxed: the steps' future is deep, and nested in every handler path.
+    let ran = Box::pin(runner.run(work)).await?;
+    if let Ok(mut skips) = ctx.claim_skips.lock() {
+        skips.extend(ran.skipped);
+    }
+    let (done, rest) = (ran.executed, ran.rest);
     if !rest.is_empty() {
         checkpoint(deps, work, rest.clone()).await?;
     }
@@ -624,18 +665,21 @@ async fn continuation(
         &ctx.event_id.chars().take(36).collect::<String>()
     );
     let key = report::key(&deps.config.report_prefix, &date, &sweep_id, Some(&part));
+    let claim_skips = ctx.claim_skips();
     let body = serde_json::to_vec_pretty(&serde_json::json!({
         "sweepId": sweep_id, "eventId": ctx.event_id, "executed": executed, "checkpointedSteps": left,
+        "skippedAtClaim": claim_skips,
     }))
     .unwrap_or_default();
     report::write(&deps.s3, &deps.config.report_bucket, &key, body).await?;
-    let summary = Summary {
+    let mut summary = Summary {
         sweep_id,
         report_key: Some(key),
         executed,
         checkpointed_steps: left,
         ..Summary::default()
     };
+    ctx.count_claim_skips(&mut summary);
     audit(deps, ctx, "Compliance Sweep Summary", &summary).await;
     Ok(Response {
         event_id: ctx.event_id.clone(),
@@ -653,7 +697,9 @@ async fn single(deps: &Deps, ctx: &Ctx<'_>, f: Finding) -> Result<Response, Reme
     let dry_run = deps.config.dry_run;
     let g = gather(deps, ctx, Some(&f)).await?;
     let (executed, left) = execute(deps, ctx, &g, &ctx.event_id, dry_run).await?;
-    let summary = summarize(&g, &ctx.event_id, dry_run, None, executed, left);
+    let mut summary = summarize(&g, &ctx.event_id, dry_run, None, executed, left);
+    ctx.count_claim_skips(&mut summary);
+    let claim_skips = ctx.claim_skips();
     audit(deps, ctx, "Compliance Remediation Decision", &summary).await;
     let decision = if summary.executed.is_empty() {
         "recorded"
@@ -670,6 +716,7 @@ async fn single(deps: &Deps, ctx: &Ctx<'_>, f: Finding) -> Result<Response, Reme
             .skipped
             .first()
             .or(g.plan.deferred.first())
+            .or(claim_skips.first())
             .map(|s| format!("{:?}", s.reason)),
         summary: Some(summary),
     })
@@ -760,10 +807,15 @@ async fn command_outcome(
     let account = ctx.account.clone();
     let cid = command_id.to_owned();
     let updated = guarded(deps, ctx, async move {
-        let rows = deps
-            .ledger
-            .set_status(&account, &[key_for_guard], new_status, delta, Some(&cid))
-            .await?;
+        let rows = Box::pin(apply_outcome(
+            deps,
+            &account,
+            &key_for_guard,
+            &cid,
+            new_status,
+            delta,
+        ))
+        .await?;
         // Published before the record completes: a crash after the update and before the
         // audit re-runs both on redelivery (at-least-once) instead of losing the failure.
         if let Some((_, a)) = rows.first().filter(|_| new_status == AttemptStatus::Failed) {
@@ -802,6 +854,56 @@ async fn command_outcome(
         kind: ctx.ev.kind().to_owned(),
         ..updated
     })
+}
+
+/// Records the outcome of command `cid` on the record of `key`. A record not linked to it may
+/// be the claim the command was sent for, its link not written yet (the delivery died between
+/// send and link, or the event overtook it): when the command's comment names the claim's
+/// sweep and it targeted the node, the link is written together with the outcome. Resolving
+/// it here, rather than reading statuses when a later delivery links, keeps one consumer per
+/// outcome (the event, once under its idempotency guard) in any order of event and link, and
+/// needs no later delivery at all.
+async fn apply_outcome(
+    deps: &Deps,
+    account: &str,
+    key: &Key,
+    cid: &str,
+    status: AttemptStatus,
+    delta: i64,
+) -> Result<Vec<(Key, crate::plan::Attempt)>, RemediatorError> {
+    let one = std::slice::from_ref(key);
+    let rows = deps
+        .ledger
+        .set_status(account, one, status, delta, Some(cid))
+        .await?;
+    if !rows.is_empty() {
+        return Ok(rows);
+    }
+    let Some(sweep) = deps.ledger.unlinked_claim(account, key).await? else {
+        return Ok(rows);
+    };
+    let Some((comment, targets)) = deps.remediator.patch_command(cid).await? else {
+        return Ok(rows);
+    };
+    let function = &deps.config.function_name;
+    if !is_claimed_command(function, &sweep, &comment, &targets, &key.resource_id) {
+        return Ok(rows);
+    }
+    match deps
+        .ledger
+        .link_with_status(account, key, cid, &sweep, status, delta)
+        .await?
+    {
+        Some(row) => {
+            tracing::info!(command_id = %cid, sweep_id = %sweep, "status linked its claim");
+            Ok(vec![row])
+        }
+        // Linked (by the sweep's redelivery) in the meantime: the outcome follows the link.
+        None => Ok(deps
+            .ledger
+            .set_status(account, one, status, delta, Some(cid))
+            .await?),
+    }
 }
 
 /// Audit delivery never fails the invocation: the decision is already made and executed.

@@ -7,6 +7,9 @@
 //!   command_id} — written BEFORE a command is sent, so a retry after a crash sees the attempt
 //!   and the cooldown holds (SendCommand has no idempotency token). A record carrying a sweep's
 //!   id but no `command_id` is that sweep's claim: a redelivery of the sweep finishes it.
+//!   `rev` counts the claims taken (and renewed): a claim is conditional on the `rev` the
+//!   planner read, so two deliveries that planned the same node cannot both claim it.
+//!   `renewed_at`: when a delivery re-took its own old claim (see [`Seen::held_at`]).
 //! - `association-runs#<account>#<sweep-id>` {ids} — associations a sweep has run once.
 //! - `checkpoint#<sweep-id>` {work} — the rest of a sweep that ran out of time.
 //! - `deferral#<sweep-id>` {reason, calendar, deferred, next_transition}.
@@ -19,6 +22,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure,
 };
 use futures::{StreamExt, TryStreamExt, stream};
+use serde::{Deserialize, Serialize};
 
 use crate::plan::{Attempt, AttemptStatus, Key, LedgerState};
 use crate::retry::throttled;
@@ -79,6 +83,191 @@ pub fn is_own_claim(record_sweep: &str, has_reference: bool, sweep: &str) -> boo
     !sweep.is_empty() && record_sweep == sweep && !has_reference
 }
 
+/// A remediation record as the planner read it: what claiming it is conditional on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seen {
+    /// Claims taken so far (`rev`); 0 for a record written before claims were counted.
+    #[serde(default)]
+    pub rev: u64,
+    /// When its claim was taken or last renewed (epoch seconds).
+    #[serde(default)]
+    pub held_at: i64,
+    /// When its claim was first taken (`last_attempt_at`): where a look-up of its command starts.
+    #[serde(default)]
+    pub claimed_at: i64,
+    /// Set when the record is another sweep's unlinked claim older than any invocation can
+    /// live: that sweep's id. Its delivery died for good; the claim is void unless the sweep's
+    /// command is found in Run Command's history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_of: Option<String>,
+}
+
+/// What a claim requires of the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// A checkpoint written before records were versioned: only another sweep's id.
+    Unchecked,
+    /// There was no record.
+    Absent,
+    /// The record still at the claim count read.
+    Rev(u64),
+}
+
+impl Expect {
+    pub fn of(seen: Option<&BTreeMap<Key, Seen>>, k: &Key) -> Self {
+        match seen {
+            None => Expect::Unchecked,
+            Some(m) => m.get(k).map_or(Expect::Absent, |s| Expect::Rev(s.rev)),
+        }
+    }
+
+    /// The condition expression (`:rev` bound when it names it).
+    fn condition(self) -> &'static str {
+        match self {
+            Expect::Unchecked => "(attribute_not_exists(sweep_id) OR sweep_id <> :sid)",
+            Expect::Absent => "attribute_not_exists(pk)",
+            Expect::Rev(0) => {
+                "attribute_exists(pk) AND attribute_not_exists(rev) \
+                 AND (attribute_not_exists(sweep_id) OR sweep_id <> :sid)"
+            }
+            Expect::Rev(_) => "rev = :rev AND (attribute_not_exists(sweep_id) OR sweep_id <> :sid)",
+        }
+    }
+}
+
+/// How a stored remediation record stands for a delivery of `sweep` at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// This sweep's own unfinished claim.
+    Own,
+    /// Another sweep's unfinished claim older than `stale_after` (no live invocation holds it).
+    Stale,
+    /// An attempt: it counts and holds its cooldown.
+    Attempt,
+}
+
+/// `stale_after` 0 never calls a claim stale. A given-back claim has no sweep id; a linked one
+/// has a reference; only a pending claim is one in flight.
+pub fn standing(
+    record_sweep: &str,
+    has_reference: bool,
+    pending: bool,
+    held_at: i64,
+    sweep: &str,
+    now: i64,
+    stale_after: i64,
+) -> Standing {
+    if is_own_claim(record_sweep, has_reference, sweep) {
+        Standing::Own
+    } else if !record_sweep.is_empty()
+        && !has_reference
+        && pending
+        && stale_after > 0
+        && now - held_at > stale_after
+    {
+        Standing::Stale
+    } else {
+        Standing::Attempt
+    }
+}
+
+/// A dead claim as the planner sees it: not an attempt, no cooldown (like a given-back one).
+pub fn void(a: Attempt) -> Attempt {
+    Attempt {
+        attempts: a.attempts.saturating_sub(1),
+        last_attempt_at: 0,
+        status: AttemptStatus::Undeliverable,
+        ..a
+    }
+}
+
+/// Whether a delivery holding its own claim since `held_at` must renew it before acting: past
+/// `renew_after` another sweep may soon take it as stale.
+pub fn needs_renewal(held_at: i64, now: i64, renew_after: Option<i64>) -> bool {
+    renew_after.is_some_and(|after| now - held_at > after)
+}
+
+/// What loading the ledger for a delivery found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Loaded {
+    pub state: LedgerState,
+    /// This sweep's unfinished claims → claim time.
+    pub own: BTreeMap<Key, i64>,
+    /// Every remediation record read, as read.
+    pub seen: BTreeMap<Key, Seen>,
+}
+
+fn held_at(item: &HashMap<String, AttributeValue>) -> i64 {
+    num(item, "last_attempt_at")
+        .unwrap_or(0)
+        .max(num(item, "renewed_at").unwrap_or(0))
+}
+
+fn reference(item: &HashMap<String, AttributeValue>) -> Option<&str> {
+    text(item, "command_id").filter(|c| !c.is_empty())
+}
+
+/// Sorts the records read into exceptions, attempts, own claims and stale claims (void).
+fn sort_records(
+    items: impl IntoIterator<Item = HashMap<String, AttributeValue>>,
+    wanted: &BTreeMap<String, (bool, Key)>,
+    sweep_id: &str,
+    now: i64,
+    stale_after: i64,
+) -> Loaded {
+    let mut out = Loaded::default();
+    for item in items {
+        let Some((exception, key)) = text(&item, "pk").and_then(|pk| wanted.get(pk)) else {
+            continue;
+        };
+        if *exception {
+            if let Some(exp) = num(&item, "expires_at") {
+                out.state.exceptions.insert(key.clone(), exp);
+            }
+            continue;
+        }
+        let record_sweep = text(&item, "sweep_id").unwrap_or_default();
+        let status = text(&item, "status").and_then(parse_status);
+        let standing = standing(
+            record_sweep,
+            reference(&item).is_some(),
+            status == Some(AttemptStatus::Pending),
+            held_at(&item),
+            sweep_id,
+            now,
+            stale_after,
+        );
+        out.seen.insert(
+            key.clone(),
+            Seen {
+                rev: num(&item, "rev").unwrap_or(0).max(0) as u64,
+                held_at: held_at(&item),
+                claimed_at: num(&item, "last_attempt_at").unwrap_or(0),
+                stale_of: (standing == Standing::Stale).then(|| record_sweep.to_owned()),
+            },
+        );
+        if standing == Standing::Own {
+            out.own
+                .insert(key.clone(), num(&item, "last_attempt_at").unwrap_or(0));
+        } else if let Some(status) = status {
+            let a = Attempt {
+                attempts: num(&item, "attempts").unwrap_or(0).max(0) as u32,
+                last_attempt_at: num(&item, "last_attempt_at").unwrap_or(0),
+                status,
+                sweep_id: record_sweep.to_owned(),
+            };
+            let a = if standing == Standing::Stale {
+                void(a)
+            } else {
+                a
+            };
+            out.state.attempts.insert(key.clone(), a);
+        }
+    }
+    out
+}
+
 /// How the keys of one step stood once the step claimed them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Claims {
@@ -89,19 +278,41 @@ pub struct Claims {
     pub own: Vec<(Key, i64)>,
     /// Claimed by this sweep and linked to what it started (command or execution id).
     pub sent: Vec<(Key, String)>,
+    /// Claimed by another delivery since the plan read them: not this delivery's to send.
+    pub lost: Vec<Key>,
 }
 
+#[derive(Debug, PartialEq)]
 enum ClaimOutcome {
     Fresh,
     Own(i64),
     Sent(String),
+    Lost,
 }
 
-fn claim_outcome(item: &HashMap<String, AttributeValue>) -> ClaimOutcome {
-    match text(item, "command_id").filter(|c| !c.is_empty()) {
+/// A claim refused: the record as it stood (`None`: gone) decides whose it is. Only this
+/// sweep's record is its own claim or send; any other was claimed concurrently.
+fn conflict(item: Option<&HashMap<String, AttributeValue>>, sweep_id: &str) -> ClaimOutcome {
+    let Some(item) = item.filter(|i| text(i, "sweep_id") == Some(sweep_id)) else {
+        return ClaimOutcome::Lost;
+    };
+    match reference(item) {
         Some(c) => ClaimOutcome::Sent(c.to_owned()),
         None => ClaimOutcome::Own(num(item, "last_attempt_at").unwrap_or(0)),
     }
+}
+
+fn attempt_of(item: &HashMap<String, AttributeValue>, status: AttemptStatus) -> Attempt {
+    Attempt {
+        attempts: num(item, "attempts").unwrap_or(0).max(0) as u32,
+        last_attempt_at: num(item, "last_attempt_at").unwrap_or(0),
+        status,
+        sweep_id: text(item, "sweep_id").unwrap_or_default().to_owned(),
+    }
+}
+
+fn epoch_now() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 fn parse_status(v: &str) -> Option<AttemptStatus> {
@@ -153,6 +364,24 @@ impl Ledger {
         attempt_keys: &[Key],
         sweep_id: &str,
     ) -> Result<(LedgerState, BTreeMap<Key, i64>), AwsCallError> {
+        let l = self
+            .load_claims(account, exception_keys, attempt_keys, sweep_id, 0, 0)
+            .await?;
+        Ok((l.state, l.own))
+    }
+
+    /// As [`Ledger::load_for_sweep`], keeping every record as read (what claims are
+    /// conditional on); another sweep's unlinked claim older than `stale_after` seconds at
+    /// `now` is void: not an attempt, no cooldown (see [`Seen::stale_of`]).
+    pub async fn load_claims(
+        &self,
+        account: &str,
+        exception_keys: &[Key],
+        attempt_keys: &[Key],
+        sweep_id: &str,
+        now: i64,
+        stale_after: i64,
+    ) -> Result<Loaded, AwsCallError> {
         let mut wanted: BTreeMap<String, (bool, Key)> = BTreeMap::new();
         for k in exception_keys {
             let star = Key::new(&k.resource_id, "*");
@@ -172,35 +401,13 @@ impl Ledger {
         .buffer_unordered(self.concurrency)
         .try_collect()
         .await?;
-        let mut state = LedgerState::default();
-        let mut own = BTreeMap::new();
-        for item in items.into_iter().flatten() {
-            let Some((exception, key)) = text(&item, "pk").and_then(|pk| wanted.get(pk)) else {
-                continue;
-            };
-            if *exception {
-                if let Some(exp) = num(&item, "expires_at") {
-                    state.exceptions.insert(key.clone(), exp);
-                }
-            } else if is_own_claim(
-                text(&item, "sweep_id").unwrap_or_default(),
-                text(&item, "command_id").is_some_and(|c| !c.is_empty()),
-                sweep_id,
-            ) {
-                own.insert(key.clone(), num(&item, "last_attempt_at").unwrap_or(0));
-            } else if let Some(status) = text(&item, "status").and_then(parse_status) {
-                state.attempts.insert(
-                    key.clone(),
-                    Attempt {
-                        attempts: num(&item, "attempts").unwrap_or(0).max(0) as u32,
-                        last_attempt_at: num(&item, "last_attempt_at").unwrap_or(0),
-                        status,
-                        sweep_id: text(&item, "sweep_id").unwrap_or_default().to_owned(),
-                    },
-                );
-            }
-        }
-        Ok((state, own))
+        Ok(sort_records(
+            items.into_iter().flatten(),
+            &wanted,
+            sweep_id,
+            now,
+            stale_after,
+        ))
     }
 
     async fn batch_get(
@@ -253,16 +460,29 @@ impl Ledger {
     /// sweep already claimed is not counted again: it comes back as `own` (nothing linked yet)
     /// or `sent`. When one write fails the step fails as a whole and nothing is given back:
     /// the records written carry this sweep's id, so its retry takes them as its own claims.
+    ///
+    /// Each claim requires the record as `seen` by the plan (`None`: a checkpoint from before
+    /// records were versioned); one claimed by another delivery since comes back as `lost`.
+    /// Over a void claim ([`Seen::stale_of`]) the attempt replaces the dead one instead of
+    /// adding to it. An own claim held longer than `renew_after` seconds is renewed first.
     pub async fn begin_attempts(
         &self,
         account: &str,
         keys: &[Key],
         sweep_id: &str,
         now: i64,
+        seen: Option<&BTreeMap<Key, Seen>>,
+        renew_after: Option<i64>,
     ) -> Result<Claims, AwsCallError> {
         let recorded = stream::iter(keys.iter().cloned())
             .map(|k| async move {
-                let outcome = self.claim_one(account, &k, sweep_id, now).await;
+                let expect = Expect::of(seen, &k);
+                let void = seen
+                    .and_then(|m| m.get(&k))
+                    .is_some_and(|s| s.stale_of.is_some());
+                let outcome = self
+                    .claim_one(account, &k, sweep_id, now, expect, void, renew_after)
+                    .await;
                 outcome.map(|o| (k, o))
             })
             .buffered(self.concurrency)
@@ -274,32 +494,39 @@ impl Ledger {
                 (k, ClaimOutcome::Fresh) => claims.fresh.push(k),
                 (k, ClaimOutcome::Own(at)) => claims.own.push((k, at)),
                 (k, ClaimOutcome::Sent(c)) => claims.sent.push((k, c)),
+                (k, ClaimOutcome::Lost) => claims.lost.push(k),
             }
         }
         Ok(claims)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn claim_one(
         &self,
         account: &str,
         k: &Key,
         sweep_id: &str,
         now: i64,
+        expect: Expect,
+        void: bool,
+        renew_after: Option<i64>,
     ) -> Result<ClaimOutcome, AwsCallError> {
-        let res = self
+        let mut req = self
             .ddb
             .update_item()
             .table_name(&self.table)
             .key("pk", s(&remediation_pk(account, k)))
             .update_expression(
-                "SET attempts = if_not_exists(attempts, :zero) + :one, last_attempt_at = :now, \
+                "SET attempts = if_not_exists(attempts, :zero) + :inc, last_attempt_at = :now, \
                  #st = :pending, sweep_id = :sid, node = :node, compliance_type = :ct, \
-                 account = :acct, expires_at = :exp REMOVE command_id",
+                 account = :acct, expires_at = :exp, rev = if_not_exists(rev, :zero) + :one \
+                 REMOVE command_id, renewed_at",
             )
-            .condition_expression("attribute_not_exists(sweep_id) OR sweep_id <> :sid")
+            .condition_expression(expect.condition())
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":inc", n(i64::from(!void)))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":pending", s(&status_str(AttemptStatus::Pending)))
             .expression_attribute_values(":sid", s(sweep_id))
@@ -308,37 +535,84 @@ impl Ledger {
             .expression_attribute_values(":acct", s(account))
             .expression_attribute_values(":exp", n(now + RECORD_DAYS * 86_400))
             // The record as it stood tells an unfinished claim from a sent one.
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(ClaimOutcome::Fresh),
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Expect::Rev(r @ 1..) = expect {
+            req = req.expression_attribute_values(":rev", n(i64::try_from(r).unwrap_or(i64::MAX)));
+        }
+        let old = match req.send().await {
+            Ok(_) => return Ok(ClaimOutcome::Fresh),
             Err(e) => match e.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(c)) => match c.item() {
-                    Some(item) => Ok(claim_outcome(item)),
-                    None => Ok(claim_outcome(&self.record(account, k).await?)),
+                    Some(item) => Some(item.clone()),
+                    None => self.get(&remediation_pk(account, k)).await?,
                 },
-                _ => Err(AwsCallError::from_sdk("UpdateItem", e)),
+                _ => return Err(AwsCallError::from_sdk("UpdateItem", e)),
             },
+        };
+        let outcome = conflict(old.as_ref(), sweep_id);
+        let Some(item) = old.filter(|_| matches!(outcome, ClaimOutcome::Own(_))) else {
+            return Ok(outcome);
+        };
+        if needs_renewal(held_at(&item), epoch_now(), renew_after) {
+            let rev = num(&item, "rev").unwrap_or(0).max(0) as u64;
+            if !self.renew(account, k, sweep_id, rev).await? {
+                return Ok(ClaimOutcome::Lost);
+            }
         }
+        Ok(outcome)
     }
 
-    /// A remediation record as stored (empty when there is none).
-    async fn record(
+    /// Re-takes this sweep's own unlinked claim (read at claim count `rev`) so that no other
+    /// sweep takes it as stale while this delivery finishes it; false when it is no longer so.
+    pub async fn renew(
         &self,
         account: &str,
         k: &Key,
-    ) -> Result<HashMap<String, AttributeValue>, AwsCallError> {
+        sweep_id: &str,
+        rev: u64,
+    ) -> Result<bool, AwsCallError> {
+        let mut req = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&remediation_pk(account, k)))
+            .update_expression("SET rev = if_not_exists(rev, :zero) + :one, renewed_at = :now")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(epoch_now()))
+            .expression_attribute_values(":sid", s(sweep_id));
+        let cond = "sweep_id = :sid AND attribute_not_exists(command_id)";
+        req = if rev == 0 {
+            req.condition_expression(format!("{cond} AND attribute_not_exists(rev)"))
+        } else {
+            req.condition_expression(format!("{cond} AND rev = :rev"))
+                .expression_attribute_values(":rev", n(i64::try_from(rev).unwrap_or(i64::MAX)))
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                tracing::warn!(node = %k.resource_id, "own claim taken by another sweep");
+                Ok(false)
+            }
+            Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
+        }
+    }
+
+    /// One item by key, read consistently (`None` when there is none).
+    async fn get(&self, pk: &str) -> Result<Option<HashMap<String, AttributeValue>>, AwsCallError> {
         let out = self
             .ddb
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(&remediation_pk(account, k)))
+            .key("pk", s(pk))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| AwsCallError::from_sdk("GetItem", e))?;
-        Ok(out.item.unwrap_or_default())
+        Ok(out.item)
     }
 
     /// Links this sweep's records to the command (or execution) started for them. A record
@@ -448,17 +722,8 @@ impl Ledger {
         account: &str,
         sweep_id: &str,
     ) -> Result<BTreeSet<String>, AwsCallError> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(&association_runs_pk(account, sweep_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| AwsCallError::from_sdk("GetItem", e))?;
-        Ok(out
-            .item
+        let item = self.get(&association_runs_pk(account, sweep_id)).await?;
+        Ok(item
             .as_ref()
             .and_then(|i| i.get("ids"))
             .and_then(|v| v.as_ss().ok())
@@ -546,18 +811,68 @@ impl Ledger {
             req = req.expression_attribute_values(":cmd", s(c));
         }
         match req.condition_expression(cond).send().await {
-            Ok(o) => {
-                let item = o.attributes.unwrap_or_default();
-                Ok(Some((
-                    k.clone(),
-                    Attempt {
-                        attempts: num(&item, "attempts").unwrap_or(0).max(0) as u32,
-                        last_attempt_at: num(&item, "last_attempt_at").unwrap_or(0),
-                        status,
-                        sweep_id: text(&item, "sweep_id").unwrap_or_default().to_owned(),
-                    },
-                )))
+            Ok(o) => Ok(Some((
+                k.clone(),
+                attempt_of(&o.attributes.unwrap_or_default(), status),
+            ))),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
             }
+            Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
+        }
+    }
+
+    /// The sweep whose unlinked claim the record of `k` is (pending, no reference), if any.
+    pub async fn unlinked_claim(
+        &self,
+        account: &str,
+        k: &Key,
+    ) -> Result<Option<String>, AwsCallError> {
+        let item = self.get(&remediation_pk(account, k)).await?;
+        Ok(item.as_ref().and_then(|i| {
+            let sweep = text(i, "sweep_id").filter(|s| !s.is_empty())?;
+            let pending = text(i, "status").and_then(parse_status) == Some(AttemptStatus::Pending);
+            (pending && reference(i).is_none()).then(|| sweep.to_owned())
+        }))
+    }
+
+    /// Links `sweep_id`'s unlinked claim of `k` to `command` and records its outcome in one
+    /// write; `None` when the record is no longer that claim (linked or re-claimed since).
+    pub async fn link_with_status(
+        &self,
+        account: &str,
+        k: &Key,
+        command: &str,
+        sweep_id: &str,
+        status: AttemptStatus,
+        attempts_delta: i64,
+    ) -> Result<Option<(Key, Attempt)>, AwsCallError> {
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&remediation_pk(account, k)))
+            .update_expression("SET command_id = :cmd, #st = :st, attempts = attempts + :d")
+            .condition_expression(
+                "sweep_id = :sid AND attribute_not_exists(command_id) AND #st = :pending",
+            )
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":cmd", s(command))
+            .expression_attribute_values(":st", s(&status_str(status)))
+            .expression_attribute_values(":d", n(attempts_delta))
+            .expression_attribute_values(":sid", s(sweep_id))
+            .expression_attribute_values(":pending", s(&status_str(AttemptStatus::Pending)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(o) => Ok(Some((
+                k.clone(),
+                attempt_of(&o.attributes.unwrap_or_default(), status),
+            ))),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
@@ -581,17 +896,9 @@ impl Ledger {
     }
 
     pub async fn get_json(&self, pk: &str, attr: &str) -> Result<Option<String>, AwsCallError> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| AwsCallError::from_sdk("GetItem", e))?;
-        Ok(out
-            .item
+        Ok(self
+            .get(pk)
+            .await?
             .as_ref()
             .and_then(|i| text(i, attr))
             .map(str::to_owned))
@@ -608,11 +915,216 @@ mod tests {
             ("sweep_id".to_owned(), s("s1")),
             ("last_attempt_at".to_owned(), n(1_700)),
         ]);
-        assert!(matches!(claim_outcome(&item), ClaimOutcome::Own(1_700)));
+        assert_eq!(conflict(Some(&item), "s1"), ClaimOutcome::Own(1_700));
         item.insert("command_id".to_owned(), s("c-1"));
-        assert!(matches!(claim_outcome(&item), ClaimOutcome::Sent(c) if c == "c-1"));
+        assert_eq!(
+            conflict(Some(&item), "s1"),
+            ClaimOutcome::Sent("c-1".into())
+        );
         // An empty reference links nothing.
         item.insert("command_id".to_owned(), s(""));
-        assert!(matches!(claim_outcome(&item), ClaimOutcome::Own(1_700)));
+        assert_eq!(conflict(Some(&item), "s1"), ClaimOutcome::Own(1_700));
+    }
+
+    #[test]
+    fn a_refused_claim_of_another_sweeps_record_is_lost_whatever_it_holds() {
+        let mut item = HashMap::from([
+            ("sweep_id".to_owned(), s("s2")),
+            ("last_attempt_at".to_owned(), n(1_700)),
+        ]);
+        assert_eq!(conflict(Some(&item), "s1"), ClaimOutcome::Lost);
+        item.insert("command_id".to_owned(), s("c-2"));
+        assert_eq!(conflict(Some(&item), "s1"), ClaimOutcome::Lost);
+        // Read back after the refusal and gone (TTL): not ours either.
+        assert_eq!(conflict(None, "s1"), ClaimOutcome::Lost);
+    }
+
+    #[test]
+    fn a_claim_requires_the_record_as_read() {
+        let k = Key::new("i-1", "Patch");
+        let seen = BTreeMap::from([(
+            k.clone(),
+            Seen {
+                rev: 4,
+                ..Seen::default()
+            },
+        )]);
+        assert_eq!(Expect::of(Some(&seen), &k), Expect::Rev(4));
+        assert_eq!(
+            Expect::of(Some(&seen), &Key::new("i-2", "Patch")),
+            Expect::Absent
+        );
+        assert_eq!(Expect::of(None, &k), Expect::Unchecked);
+        assert_eq!(Expect::Absent.condition(), "attribute_not_exists(pk)");
+        assert!(Expect::Rev(4).condition().starts_with("rev = :rev AND"));
+        assert!(
+            Expect::Rev(0)
+                .condition()
+                .contains("attribute_not_exists(rev)")
+        );
+        // Every version keeps refusing a record this sweep already holds.
+        for e in [Expect::Unchecked, Expect::Rev(0), Expect::Rev(4)] {
+            assert!(e.condition().contains("sweep_id <> :sid"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn only_another_sweeps_pending_unlinked_claim_past_the_timeout_is_stale() {
+        let now = 10_000;
+        let st =
+            |rec: &str, linked, pending, at| standing(rec, linked, pending, at, "s1", now, 900);
+        assert_eq!(st("s0", false, true, now - 901), Standing::Stale);
+        assert_eq!(
+            st("s0", false, true, now - 900),
+            Standing::Attempt,
+            "may still be alive"
+        );
+        assert_eq!(
+            st("s0", true, true, now - 5_000),
+            Standing::Attempt,
+            "linked: sent"
+        );
+        assert_eq!(
+            st("s0", false, false, now - 5_000),
+            Standing::Attempt,
+            "an outcome came"
+        );
+        assert_eq!(
+            st("", false, true, now - 5_000),
+            Standing::Attempt,
+            "given back"
+        );
+        assert_eq!(st("s1", false, true, now - 5_000), Standing::Own);
+        assert_eq!(
+            standing("s0", false, true, 0, "s1", now, 0),
+            Standing::Attempt,
+            "no timeout: never stale"
+        );
+    }
+
+    #[test]
+    fn a_void_claim_counts_no_attempt_and_holds_no_cooldown() {
+        let a = Attempt {
+            attempts: 2,
+            last_attempt_at: 9_000,
+            status: AttemptStatus::Pending,
+            sweep_id: "s0".into(),
+        };
+        let v = void(a);
+        assert_eq!(v.attempts, 1);
+        assert_eq!(v.last_attempt_at, 0);
+        assert_eq!(v.status, AttemptStatus::Undeliverable);
+        assert_eq!(v.sweep_id, "s0");
+    }
+
+    #[test]
+    fn records_are_sorted_into_own_stale_and_attempts_each_kept_as_read() {
+        let k = |n: &str| Key::new(n, "Patch");
+        let wanted: BTreeMap<String, (bool, Key)> = ["i-own", "i-stale", "i-fresh", "i-sent"]
+            .iter()
+            .map(|n| (remediation_pk("a", &k(n)), (false, k(n))))
+            .collect();
+        let rec = |node: &str, sweep: &str, at: i64, cmd: Option<&str>| {
+            let mut m = HashMap::from([
+                ("pk".to_owned(), s(&remediation_pk("a", &k(node)))),
+                ("sweep_id".to_owned(), s(sweep)),
+                ("last_attempt_at".to_owned(), n(at)),
+                ("attempts".to_owned(), n(1)),
+                ("rev".to_owned(), n(3)),
+                ("status".to_owned(), s("pending")),
+            ]);
+            if let Some(c) = cmd {
+                m.insert("command_id".to_owned(), s(c));
+            }
+            m
+        };
+        let mut renewed = rec("i-fresh", "s0", 100, None);
+        // Renewed by its own sweep's redelivery: alive again.
+        renewed.insert("renewed_at".to_owned(), n(9_500));
+        let items = vec![
+            rec("i-own", "s1", 100, None),
+            rec("i-stale", "s0", 100, None),
+            renewed,
+            rec("i-sent", "s0", 100, Some("c-0")),
+        ];
+        let l = sort_records(items, &wanted, "s1", 10_000, 900);
+        assert_eq!(l.own, BTreeMap::from([(k("i-own"), 100)]));
+        assert_eq!(l.seen[&k("i-stale")].stale_of.as_deref(), Some("s0"));
+        assert_eq!(l.seen[&k("i-stale")].claimed_at, 100);
+        assert_eq!(l.seen[&k("i-fresh")].stale_of, None);
+        assert_eq!(l.seen[&k("i-fresh")].held_at, 9_500);
+        assert_eq!(l.seen[&k("i-sent")].stale_of, None);
+        assert!(l.seen.values().all(|s| s.rev == 3));
+        assert_eq!(l.state.attempts[&k("i-stale")].attempts, 0, "void");
+        assert_eq!(l.state.attempts[&k("i-fresh")].attempts, 1);
+        assert!(!l.state.attempts.contains_key(&k("i-own")));
+    }
+
+    #[test]
+    fn the_planner_plans_a_node_whose_claim_is_void_and_waits_out_a_live_one() {
+        use crate::plan::{Finding, Fleet, Input, Reason, plan};
+        let k = |n: &str| Key::new(n, "Patch");
+        let wanted: BTreeMap<String, (bool, Key)> = ["i-dead", "i-live"]
+            .iter()
+            .map(|n| (remediation_pk("a", &k(n)), (false, k(n))))
+            .collect();
+        let claim = |node: &str, at: i64| {
+            HashMap::from([
+                ("pk".to_owned(), s(&remediation_pk("a", &k(node)))),
+                ("sweep_id".to_owned(), s("s0")),
+                ("last_attempt_at".to_owned(), n(at)),
+                ("attempts".to_owned(), n(1)),
+                ("status".to_owned(), s("pending")),
+            ])
+        };
+        let now = 100_000;
+        let l = sort_records(
+            vec![claim("i-dead", now - 1_000), claim("i-live", now - 100)],
+            &wanted,
+            "s1",
+            now,
+            900,
+        );
+        let findings: Vec<Finding> = ["i-dead", "i-live"]
+            .iter()
+            .map(|id| Finding {
+                patch_states: vec!["Missing".into()],
+                ..Finding::new(id, "Patch")
+            })
+            .collect();
+        let mut policy = crate::policy::default_policy().unwrap();
+        policy.budget.max_percent = None;
+        let fleet = Fleet {
+            online: ["i-dead", "i-live"]
+                .iter()
+                .map(|n| (*n).to_owned())
+                .collect(),
+            ..Fleet::default()
+        };
+        let p = plan(&Input {
+            findings: &findings,
+            policy: &policy,
+            ledger: &l.state,
+            fleet: &fleet,
+            now,
+            calendar_open: None,
+            verify: true,
+            automation_role: None,
+        });
+        assert_eq!(p.patch_batches, vec![vec!["i-dead".to_owned()]]);
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].resource_id, "i-live");
+        assert_eq!(p.skipped[0].reason, Reason::Cooldown);
+        assert!(
+            p.verified.is_empty(),
+            "a void claim is not a remediation to verify"
+        );
+    }
+
+    #[test]
+    fn an_own_claim_is_renewed_only_when_it_could_pass_for_stale() {
+        assert!(!needs_renewal(1_000, 1_500, Some(840)));
+        assert!(needs_renewal(1_000, 1_841, Some(840)));
+        assert!(!needs_renewal(0, 1_000_000, None));
     }
 }

@@ -168,6 +168,10 @@ pub enum Reason {
     RetryLimit,
     ChangeCalendarClosed,
     Budget,
+    /// Another delivery claimed the record after this one read it: nothing sent, no attempt.
+    ClaimedConcurrently,
+    /// Another sweep's abandoned claim whose command had reached the node: linked to it.
+    EarlierCommand,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

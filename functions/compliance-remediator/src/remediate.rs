@@ -191,6 +191,18 @@ pub fn patch_comment(function: &str, sweep_id: &str) -> String {
     format!("{COMMENT_PREFIX}sha256:{hex}")
 }
 
+/// Whether a patch command (its comment and targets) is the one `sweep_id`'s claim of `node`
+/// was made for: sent by this function for that sweep, to that node.
+pub fn is_claimed_command(
+    function: &str,
+    sweep_id: &str,
+    comment: &str,
+    targets: &[String],
+    node: &str,
+) -> bool {
+    comment == patch_comment(function, sweep_id) && targets.iter().any(|t| t == node)
+}
+
 pub struct Remediator {
     ssm: aws_sdk_ssm::Client,
 }
@@ -318,6 +330,41 @@ impl Remediator {
         }
     }
 
+    /// A patch command by id: its comment and target nodes (`None`: not one of
+    /// AWS-RunPatchBaseline, or unknown).
+    pub async fn patch_command(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<(String, Vec<String>)>, AwsCallError> {
+        let page = match throttled(|| async {
+            self.ssm
+                .list_commands()
+                .command_id(command_id)
+                .send()
+                .await
+                .map_err(|e| AwsCallError::from_sdk("ListCommands", e))
+        })
+        .await
+        {
+            Ok(page) => page,
+            // Not a command id SSM knows: nothing to link, not a failure to retry.
+            Err(e) if e.code.as_deref() == Some("InvalidCommandId") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(page
+            .commands()
+            .iter()
+            .find(|c| {
+                c.command_id() == Some(command_id) && c.document_name() == Some(PATCH_DOCUMENT)
+            })
+            .map(|c| {
+                (
+                    c.comment().unwrap_or_default().to_owned(),
+                    c.instance_ids().to_vec(),
+                )
+            }))
+    }
+
     /// StartAssociationsOnce has no token either: one SDK attempt, like [`Self::patch`].
     pub async fn associations(&self, ids: &[String]) -> Result<(), SideEffectError> {
         without_sdk_retry("StartAssociationsOnce", |one_attempt| {
@@ -404,6 +451,29 @@ mod tests {
         assert_eq!(
             patch_comment(stack_a, &long_a),
             patch_comment(stack_a, &long_a)
+        );
+    }
+
+    #[test]
+    fn a_command_belongs_to_a_claim_only_by_its_sweeps_comment_and_targets() {
+        let c = patch_comment("fn", "s1");
+        let to = vec!["i-1".to_owned(), "i-2".to_owned()];
+        assert!(is_claimed_command("fn", "s1", &c, &to, "i-2"));
+        assert!(
+            !is_claimed_command("fn", "s2", &c, &to, "i-2"),
+            "another sweep"
+        );
+        assert!(
+            !is_claimed_command("other", "s1", &c, &to, "i-2"),
+            "another stack"
+        );
+        assert!(
+            !is_claimed_command("fn", "s1", &c, &to, "i-3"),
+            "not a target"
+        );
+        assert!(
+            !is_claimed_command("fn", "s1", "", &to, "i-1"),
+            "no comment"
         );
     }
 

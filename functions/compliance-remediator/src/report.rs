@@ -23,6 +23,10 @@ pub struct Report<'a> {
     pub findings: usize,
     pub plan: &'a Plan,
     pub executed: &'a [Executed],
+    /// Planned keys not acted on because another delivery claimed them first (or another
+    /// sweep's command had reached them).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub skipped_at_claim: &'a [crate::plan::Skip],
     /// Work left for a continuation invocation (the sweep ran short of time).
     pub checkpointed_steps: usize,
 }

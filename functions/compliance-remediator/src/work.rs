@@ -7,6 +7,14 @@
 //! includes it, and for a patch step first asks Run Command's history whether the earlier
 //! delivery's SendCommand went out (the sweep is named in the command's comment), so each
 //! node gets one command per sweep and none is left claimed with nothing sent.
+//!
+//! Other deliveries plan from the same ledger at the same time (a sweep and a compliance
+//! event, two sweeps): a claim is conditional on the record as this delivery's plan read it,
+//! so of two that planned one node only the first claims it; the other skips it
+//! (`claimed-concurrently`), sends nothing and counts nothing. Another sweep's claim older than
+//! any invocation lives was left by a delivery that died for good: its command, when Run
+//! Command's history has one (one look-up per such sweep), is linked; else the claim is void
+//! and taken afresh.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -14,13 +22,16 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RemediatorError;
-use crate::ledger::{Claims, Ledger};
-use crate::plan::{ASSOCIATION, ActionKind, AutomationRun, Key, PATCH, Plan};
+use crate::ledger::{Claims, Ledger, Seen, needs_renewal};
+use crate::plan::{ASSOCIATION, ActionKind, AutomationRun, Key, PATCH, Plan, Reason, Skip};
 use crate::policy::PatchAction;
 use crate::remediate::{Remediator, SentCommand, client_token};
 
 /// How far Run Command's clock may be behind ours when looking for an earlier send.
 const CLOCK_SKEW_SECONDS: i64 = 300;
+/// An own claim is renewed before acting once it is this close to passing for stale: more than
+/// a step's look-up and send take.
+const RENEW_MARGIN_SECONDS: i64 = 60;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
@@ -52,6 +63,72 @@ pub struct Work {
     pub account: String,
     pub patch: PatchAction,
     pub steps: Vec<Step>,
+    /// The remediation records as the plan read them (claims are conditional on them);
+    /// `None` in a checkpoint written before records were versioned.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "seen_list")]
+    pub read: Option<BTreeMap<Key, Seen>>,
+}
+
+/// A map keyed by [`Key`] as a JSON list of pairs (JSON object keys are strings).
+mod seen_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::ledger::Seen;
+    use crate::plan::Key;
+
+    pub fn serialize<S: Serializer>(
+        m: &Option<BTreeMap<Key, Seen>>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        m.as_ref()
+            .map(|m| m.iter().collect::<Vec<_>>())
+            .serialize(ser)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        de: D,
+    ) -> Result<Option<BTreeMap<Key, Seen>>, D::Error> {
+        Ok(Option::<Vec<(Key, Seen)>>::deserialize(de)?.map(|v| v.into_iter().collect()))
+    }
+}
+
+/// What a run did: side effects, steps left for a continuation, keys skipped at claim time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ran {
+    pub executed: Vec<Executed>,
+    pub rest: Vec<Step>,
+    pub skipped: Vec<Skip>,
+}
+
+fn skip(k: &Key, reason: Reason, detail: Option<String>) -> Skip {
+    Skip {
+        resource_id: k.resource_id.clone(),
+        compliance_type: k.compliance_type.clone(),
+        reason,
+        detail,
+    }
+}
+
+/// Another sweep's dead patch claims among `keys`, per sweep, with the earliest claim time.
+pub fn stale_claims(
+    keys: impl IntoIterator<Item = Key>,
+    read: Option<&BTreeMap<Key, Seen>>,
+) -> BTreeMap<String, (i64, Vec<Key>)> {
+    let mut out: BTreeMap<String, (i64, Vec<Key>)> = BTreeMap::new();
+    for k in keys {
+        let Some((sweep, at)) = read
+            .and_then(|m| m.get(&k))
+            .and_then(|s| s.stale_of.as_ref().map(|sw| (sw, s.claimed_at)))
+        else {
+            continue;
+        };
+        let e = out.entry(sweep.clone()).or_insert((at, Vec::new()));
+        e.0 = e.0.min(at);
+        e.1.push(k);
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +178,16 @@ fn step_keys(step: &Step) -> Vec<Key> {
         Step::Associations { keys, .. } | Step::Settle { keys, .. } => keys.clone(),
         Step::Automation { run } => vec![Key::new(&run.resource_id, &run.compliance_type)],
     }
+}
+
+/// The records as read of the keys `steps` claim: what a checkpoint of them keeps (a sweep
+/// reads every online node's records, far more than it plans).
+pub fn read_for(steps: &[Step], seen: &BTreeMap<Key, Seen>) -> BTreeMap<Key, Seen> {
+    steps
+        .iter()
+        .flat_map(step_keys)
+        .filter_map(|k| seen.get(&k).map(|s| (k, s.clone())))
+        .collect()
 }
 
 /// `steps` plus, first, a settle step for the sweep's own claims that no step covers.
@@ -170,6 +257,9 @@ pub struct Runner<'a> {
     pub margin: Duration,
     /// This sweep's unfinished claims as loaded before planning (no need to claim them again).
     pub own: &'a BTreeMap<Key, i64>,
+    /// The longest an invocation lives (the function's timeout): a claim older than that is
+    /// held by no live delivery.
+    pub stale_after: Duration,
 }
 
 impl Runner<'_> {
@@ -179,9 +269,16 @@ impl Runner<'_> {
             .map_or(true, |left| left < self.margin)
     }
 
+    /// Seconds after which an own claim is renewed before acting (`None`: never).
+    fn renew_after(&self) -> Option<i64> {
+        let stale = i64::try_from(self.stale_after.as_secs()).unwrap_or(i64::MAX);
+        (stale > 0).then(|| stale.saturating_sub(RENEW_MARGIN_SECONDS))
+    }
+
     /// Runs steps until done or short of time; returns what ran and what is left.
-    pub async fn run(&self, work: &Work) -> Result<(Vec<Executed>, Vec<Step>), RemediatorError> {
-        let mut done = Vec::new();
+    pub async fn run(&self, work: &Work) -> Result<Ran, RemediatorError> {
+        let mut ran = Ran::default();
+        let found = self.stale_lookups(work).await?;
         for (i, step) in work.steps.iter().enumerate() {
             // At least one step per invocation, so a continuation always makes progress.
             if i > 0 && self.short_of_time() {
@@ -189,25 +286,110 @@ impl Runner<'_> {
                     remaining_steps = work.steps.len() - i,
                     "sweep short of time: checkpointing"
                 );
-                return Ok((done, work.steps[i..].to_vec()));
+                ran.rest = work.steps[i..].to_vec();
+                return Ok(ran);
             }
-            done.extend(self.step(work, step).await?);
+            let done = self.step(work, step, &found, &mut ran.skipped).await?;
+            ran.executed.extend(done);
         }
-        Ok((done, Vec::new()))
+        Ok(ran)
     }
 
-    /// Claims `keys` for the sweep; the ones already known as its own are not written again.
-    async fn claim(&self, work: &Work, keys: &[Key]) -> Result<Claims, RemediatorError> {
+    /// Run Command's history of every sweep that left dead patch claims in the steps: one
+    /// look-up per sweep, whatever the number of its claims.
+    async fn stale_lookups(
+        &self,
+        work: &Work,
+    ) -> Result<BTreeMap<String, Vec<SentCommand>>, RemediatorError> {
+        let keys = work.steps.iter().flat_map(|s| match s {
+            Step::Patch { .. } => step_keys(s),
+            _ => Vec::new(),
+        });
+        let mut out = BTreeMap::new();
+        for (sweep, (since, ks)) in stale_claims(keys, work.read.as_ref()) {
+            let sent = self
+                .remediator
+                .sent_patch_commands(self.function, &sweep, since - CLOCK_SKEW_SECONDS)
+                .await?;
+            tracing::info!(sweep_id = %sweep, claims = ks.len(), commands = sent.len(), "stale claims looked up");
+            out.insert(sweep, sent);
+        }
+        Ok(out)
+    }
+
+    /// Links the dead claims of other sweeps among `keys` that those sweeps' commands reached;
+    /// returns the keys still to claim.
+    async fn adopt(
+        &self,
+        work: &Work,
+        keys: Vec<Key>,
+        found: &BTreeMap<String, Vec<SentCommand>>,
+        skipped: &mut Vec<Skip>,
+    ) -> Result<Vec<Key>, RemediatorError> {
+        let mut adopted: BTreeSet<Key> = BTreeSet::new();
+        for (sweep, (_, ks)) in stale_claims(keys.iter().cloned(), work.read.as_ref()) {
+            let (reached, _) = reached(&ks, found.get(&sweep).map_or(&[][..], Vec::as_slice));
+            for (cid, linked) in reached {
+                self.ledger
+                    .link(&work.account, &linked, &cid, &sweep)
+                    .await?;
+                tracing::info!(command_id = %cid, sweep_id = %sweep, nodes = linked.len(), "stale claims linked to their command");
+                for k in linked {
+                    skipped.push(skip(&k, Reason::EarlierCommand, Some(cid.clone())));
+                    adopted.insert(k);
+                }
+            }
+        }
+        Ok(keys.into_iter().filter(|k| !adopted.contains(k)).collect())
+    }
+
+    /// Claims `keys` for the sweep; the ones already known as its own are not written again
+    /// unless they are old enough to pass for stale (then renewed). Keys another delivery
+    /// claimed since the plan read them are skipped.
+    async fn claim(
+        &self,
+        work: &Work,
+        keys: &[Key],
+        skipped: &mut Vec<Skip>,
+    ) -> Result<Claims, RemediatorError> {
         let (known, unknown): (Vec<Key>, Vec<Key>) =
             keys.iter().cloned().partition(|k| self.own.contains_key(k));
+        let renew_after = self.renew_after();
         let mut claims = self
             .ledger
-            .begin_attempts(&work.account, &unknown, &work.sweep_id, self.now)
+            .begin_attempts(
+                &work.account,
+                &unknown,
+                &work.sweep_id,
+                self.now,
+                work.read.as_ref(),
+                renew_after,
+            )
             .await?;
-        claims.own.extend(known.into_iter().map(|k| {
+        let now = chrono::Utc::now().timestamp();
+        for k in known {
             let at = self.own.get(&k).copied().unwrap_or(self.now);
-            (k, at)
-        }));
+            let seen = work.read.as_ref().and_then(|m| m.get(&k));
+            if let Some(seen) = seen.filter(|s| needs_renewal(s.held_at, now, renew_after))
+                && !self
+                    .ledger
+                    .renew(&work.account, &k, &work.sweep_id, seen.rev)
+                    .await?
+            {
+                claims.lost.push(k);
+                continue;
+            }
+            claims.own.push((k, at));
+        }
+        for k in &claims.lost {
+            tracing::warn!(node = %k.resource_id, compliance_type = %k.compliance_type, "claimed concurrently: skipped");
+        }
+        skipped.extend(
+            claims
+                .lost
+                .iter()
+                .map(|k| skip(k, Reason::ClaimedConcurrently, None)),
+        );
         Ok(claims)
     }
 
@@ -238,12 +420,19 @@ impl Runner<'_> {
         Ok((done, unsent))
     }
 
-    async fn step(&self, work: &Work, step: &Step) -> Result<Vec<Executed>, RemediatorError> {
+    async fn step(
+        &self,
+        work: &Work,
+        step: &Step,
+        found: &BTreeMap<String, Vec<SentCommand>>,
+        skipped: &mut Vec<Skip>,
+    ) -> Result<Vec<Executed>, RemediatorError> {
         let acct = work.account.as_str();
         let sid = work.sweep_id.as_str();
         match step {
             Step::Patch { .. } => {
-                let claims = self.claim(work, &step_keys(step)).await?;
+                let keys = self.adopt(work, step_keys(step), found, skipped).await?;
+                let claims = self.claim(work, &keys, skipped).await?;
                 let mut done = already_sent(ActionKind::Patch, &claims);
                 let (recovered, unsent) = self.recover_patch(work, &claims.own).await?;
                 done.extend(recovered);
@@ -274,7 +463,7 @@ impl Runner<'_> {
                 Ok(done)
             }
             Step::Associations { ids, keys } => {
-                let claims = self.claim(work, keys).await?;
+                let claims = self.claim(work, keys, skipped).await?;
                 if !keys.is_empty() && claims.fresh.is_empty() && claims.own.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -308,9 +497,13 @@ impl Runner<'_> {
                 Ok(vec![executed(ActionKind::Association, &reference, &open)])
             }
             Step::Automation { run } => {
-                let claims = self.claim(work, &step_keys(step)).await?;
+                let claims = self.claim(work, &step_keys(step), skipped).await?;
                 if !claims.sent.is_empty() {
                     return Ok(already_sent(ActionKind::Automation, &claims));
+                }
+                if claims.fresh.is_empty() && claims.own.is_empty() {
+                    // Claimed concurrently: the other delivery starts it.
+                    return Ok(Vec::new());
                 }
                 let mut open = claims.fresh;
                 open.extend(claims.own.into_iter().map(|(k, _)| k));
@@ -441,6 +634,81 @@ mod tests {
         assert_eq!(out[0].reference, "c1");
         assert_eq!(out[0].resources, vec!["i-1", "i-3"]);
         assert_eq!(out[1].resources, vec!["i-2"]);
+    }
+
+    #[test]
+    fn dead_claims_are_grouped_per_sweep_from_their_earliest_claim() {
+        let seen = |sweep: Option<&str>, at| Seen {
+            rev: 1,
+            held_at: at,
+            claimed_at: at,
+            stale_of: sweep.map(str::to_owned),
+        };
+        let read = BTreeMap::from([
+            (patch("i-1"), seen(Some("s0"), 50)),
+            (patch("i-2"), seen(Some("s0"), 40)),
+            (patch("i-3"), seen(Some("s9"), 70)),
+            (patch("i-4"), seen(None, 10)),
+        ]);
+        let keys = [
+            patch("i-1"),
+            patch("i-2"),
+            patch("i-3"),
+            patch("i-4"),
+            patch("i-5"),
+        ];
+        let got = stale_claims(keys.iter().cloned(), Some(&read));
+        assert_eq!(
+            got,
+            BTreeMap::from([
+                ("s0".to_owned(), (40, vec![patch("i-1"), patch("i-2")])),
+                ("s9".to_owned(), (70, vec![patch("i-3")])),
+            ])
+        );
+        assert!(stale_claims(keys.iter().cloned(), None).is_empty());
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_only_the_records_its_steps_claim() {
+        let seen = BTreeMap::from([
+            (patch("i-1"), Seen::default()),
+            (patch("i-2"), Seen::default()),
+            (Key::new("i-1", ASSOCIATION), Seen::default()),
+        ]);
+        let steps = vec![Step::Patch {
+            nodes: vec!["i-1".into(), "i-3".into()],
+        }];
+        assert_eq!(
+            read_for(&steps, &seen),
+            BTreeMap::from([(patch("i-1"), Seen::default())])
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_the_records_as_read_and_an_old_one_reads_as_unversioned() {
+        let work = Work {
+            sweep_id: "s1".into(),
+            account: "a".into(),
+            patch: crate::policy::default_policy().unwrap().patch,
+            steps: vec![Step::Patch {
+                nodes: vec!["i-1".into()],
+            }],
+            read: Some(BTreeMap::from([(
+                patch("i-1"),
+                Seen {
+                    rev: 2,
+                    held_at: 9,
+                    claimed_at: 8,
+                    stale_of: Some("s0".into()),
+                },
+            )])),
+        };
+        let text = serde_json::to_string(&work).unwrap();
+        assert_eq!(serde_json::from_str::<Work>(&text).unwrap(), work);
+        let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+        old.as_object_mut().unwrap().remove("read");
+        let old: Work = serde_json::from_value(old).unwrap();
+        assert_eq!(old.read, None);
     }
 
     #[test]

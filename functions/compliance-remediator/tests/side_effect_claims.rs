@@ -91,6 +91,8 @@ async fn patch_step(status: u16, body: &'static str) -> (RemediatorError, usize,
         steps: vec![Step::Patch {
             nodes: vec![NODE.into()],
         }],
+        // No record read: the claim is conditional on there being none.
+        read: Some(BTreeMap::new()),
     };
     let own = BTreeMap::new();
     let runner = Runner {
@@ -101,6 +103,7 @@ async fn patch_step(status: u16, body: &'static str) -> (RemediatorError, usize,
         deadline: SystemTime::now() + Duration::from_secs(60),
         margin: Duration::from_secs(1),
         own: &own,
+        stale_after: Duration::from_secs(900),
     };
     let err = runner.run(&work).await.unwrap_err();
     let key = Key::new(NODE, PATCH);

@@ -14,6 +14,8 @@ use aws_sdk_ssm::types::ParameterType;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
+use crate::document::{DocumentError, parse_document};
+
 /// A parameter value. `Debug` and `Display` never show a SecureString's value.
 #[derive(Clone)]
 pub struct ParamValue {
@@ -164,56 +166,23 @@ impl ParameterCache {
     ) -> Result<Option<T>, ParamError> {
         match self.get_optional(name).await? {
             None => Ok(None),
-            Some(v) => parse_document(name, v.expose()).map(Some),
+            Some(v) => Ok(Some(parse_document(name, v.expose())?)),
         }
     }
 }
 
-/// Parses JSON or YAML. Errors carry only a location, never the content.
-pub fn parse_document<T: DeserializeOwned>(name: &str, text: &str) -> Result<T, ParamError> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        serde_json::from_str(text).map_err(|e| ParamError::Invalid {
-            name: name.to_owned(),
-            location: format!(
-                "line {}, column {}: {:?}",
-                e.line(),
-                e.column(),
-                e.classify()
-            ),
-        })
-    } else {
-        serde_norway::from_str(text).map_err(|e| ParamError::Invalid {
-            name: name.to_owned(),
-            location: e
-                .location()
-                .map(|l| format!("line {}, column {}", l.line(), l.column()))
-                .unwrap_or_else(|| "unknown location".to_owned()),
-        })
+impl From<DocumentError> for ParamError {
+    fn from(e: DocumentError) -> Self {
+        ParamError::Invalid {
+            name: e.name,
+            location: e.location,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(serde::Deserialize, Debug, PartialEq)]
-    struct Doc {
-        a: u32,
-    }
-
-    #[test]
-    fn json_and_yaml_documents() {
-        assert_eq!(
-            parse_document::<Doc>("p", r#"{"a": 1}"#).unwrap(),
-            Doc { a: 1 }
-        );
-        assert_eq!(parse_document::<Doc>("p", "a: 2\n").unwrap(), Doc { a: 2 });
-        let err = parse_document::<Doc>("p", r#"{"a": "s3cr3t-value"}"#).unwrap_err();
-        assert!(!err.to_string().contains("s3cr3t"), "{err}");
-        let err = parse_document::<Doc>("p", "a: s3cr3t-value\n").unwrap_err();
-        assert!(!err.to_string().contains("s3cr3t"), "{err}");
-    }
 
     #[test]
     fn secure_values_are_redacted_in_debug() {

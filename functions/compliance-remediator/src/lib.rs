@@ -5,17 +5,29 @@
 //! [`plan::plan`] is the pure decision; [`fleet`] reads SSM, [`remediate`] acts, [`ledger`]
 //! keeps exceptions, attempts and checkpoints, [`report`] writes the sweep report;
 //! [`handler::handle`] ties them together once per event.
+//!
+//! Without the default `aws` feature only [`policy`], [`plan`] and [`config`] build (no SDKs):
+//! the documents fuzz target links the crate that way.
 
 pub mod config;
+#[cfg(feature = "aws")]
 pub mod error;
+#[cfg(feature = "aws")]
 pub mod fleet;
+#[cfg(feature = "aws")]
 pub mod handler;
+#[cfg(feature = "aws")]
 pub mod ledger;
 pub mod plan;
 pub mod policy;
+#[cfg(feature = "aws")]
 pub mod remediate;
+#[cfg(feature = "aws")]
 pub mod report;
+#[cfg(feature = "aws")]
 pub mod retry;
+#[cfg(feature = "aws")]
 pub mod work;
 
+#[cfg(feature = "aws")]
 pub use handler::{Deps, handle};

@@ -4,14 +4,24 @@
 //! [`decide::plan`] is the pure decision (event + rules → actions); [`opscenter`] and
 //! [`ledger`] are the adapters that execute it; [`handler::handle`] ties them together,
 //! once per event.
+//!
+//! Without the default `aws` feature only [`rules`] and [`config`] build (no SDKs): the
+//! documents fuzz target links the crate that way.
 
 pub mod config;
+#[cfg(feature = "aws")]
 pub mod decide;
+#[cfg(feature = "aws")]
 pub mod error;
+#[cfg(feature = "aws")]
 pub mod facts;
+#[cfg(feature = "aws")]
 pub mod handler;
+#[cfg(feature = "aws")]
 pub mod ledger;
+#[cfg(feature = "aws")]
 pub mod opscenter;
 pub mod rules;
 
+#[cfg(feature = "aws")]
 pub use handler::{Deps, handle};

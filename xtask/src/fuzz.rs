@@ -13,16 +13,16 @@ use autopilot_harness::repo_root;
 /// cargo-fuzz release installed when missing (pinned, `--locked`).
 const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
-/// Targets that build without the AWS SDKs (`autopilot-shared` without its `aws` feature).
-const LIGHT_TARGETS: [&str; 5] = [
+/// Every target. None links the AWS SDKs (`autopilot-shared` and the function crates without
+/// their `aws` feature), so all of them build beside CI's lint steps.
+const TARGETS: [&str; 6] = [
     "classify",
     "raw_pointer",
     "scheduler_detail",
     "aws_time",
     "ids",
+    "documents",
 ];
-/// Needs the function crates (and so the SDKs): a much longer instrumented build.
-const DOCUMENT_TARGET: &str = "documents";
 
 /// Inputs longer than this are truncated by libFuzzer; the classifier's size limit (1 MB) is a
 /// single comparison, proved by the corpus tests, so fuzzing time goes to the parsers instead.
@@ -30,19 +30,17 @@ const MAX_LEN: &str = "-max_len=65536";
 
 pub struct Opts {
     seconds: u64,
-    documents: bool,
     sanitizer: String,
     targets: Vec<String>,
 }
 
 impl Opts {
-    /// CI's bounded run: every light target for `seconds`.
+    /// CI's bounded run: every target for `seconds`.
     pub fn ci(seconds: u64) -> Self {
         Self {
             seconds,
-            documents: false,
             sanitizer: "address".into(),
-            targets: LIGHT_TARGETS.iter().map(|t| (*t).to_owned()).collect(),
+            targets: TARGETS.iter().map(|t| (*t).to_owned()).collect(),
         }
     }
 }
@@ -50,7 +48,6 @@ impl Opts {
 fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         seconds: 30,
-        documents: false,
         sanitizer: "address".into(),
         targets: Vec::new(),
     };
@@ -69,15 +66,11 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--sanitizer" => o.sanitizer = value("--sanitizer")?,
             "--target" => o.targets.push(value("--target")?),
-            "--documents" => o.documents = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
     if o.targets.is_empty() {
-        o.targets = LIGHT_TARGETS.iter().map(|t| (*t).to_owned()).collect();
-        if o.documents {
-            o.targets.push(DOCUMENT_TARGET.to_owned());
-        }
+        o.targets = TARGETS.iter().map(|t| (*t).to_owned()).collect();
     }
     Ok(o)
 }
@@ -144,9 +137,6 @@ pub fn build(opts: &Opts, log: Option<&Path>) -> Result<f64, String> {
     ensure_cargo_fuzz(log.is_some(), &quiet)?;
     let mut build = cargo_fuzz(&repo_root().join("fuzz"), log.is_some());
     build.args(["build", "--sanitizer", &opts.sanitizer]);
-    if opts.documents {
-        build.args(["--features", "documents"]);
-    }
     quiet(&mut build)?;
     crate::run(&mut build)?;
     let build_seconds = started.elapsed().as_secs_f64();
@@ -255,9 +245,6 @@ fn run_target(dir: &Path, opts: &Opts, target: &str, seeds: &Path) -> Result<Out
     let before = crash_files(&artifacts);
     let mut cmd = cargo_fuzz(dir, false);
     cmd.args(["run", "--sanitizer", &opts.sanitizer]);
-    if target == DOCUMENT_TARGET {
-        cmd.args(["--features", "documents"]);
-    }
     cmd.arg(target)
         .arg(&corpus)
         .arg(seeds)
@@ -349,13 +336,28 @@ fn write_seeds(out: &Path) -> Result<PathBuf, String> {
     for d in ["events", "tests/fixtures"] {
         collect(&root.join(d), &mut files);
     }
-    // The documented default documents seed the Parameter Store document target.
-    for f in [
+    // The documented default documents seed the Parameter Store document target, as YAML
+    // and in their JSON forms (operators store either; JSON takes the other parser).
+    for (i, f) in [
         "functions/opsitem-creator/src/default_rules.yaml",
         "functions/incident-response/src/default_plans.yaml",
         "functions/compliance-remediator/src/default_policy.yaml",
-    ] {
-        files.push(root.join(f));
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = root.join(f);
+        let yaml = std::fs::read_to_string(&path).map_err(|e| format!("{f}: {e}"))?;
+        let doc: serde_json::Value =
+            serde_norway::from_str(&yaml).map_err(|e| format!("{f}: {e}"))?;
+        let pretty = serde_json::to_string_pretty(&doc).map_err(|e| format!("{f}: {e}"))?;
+        write(
+            out,
+            &format!("doc-{i}-compact.json"),
+            doc.to_string().as_bytes(),
+        )?;
+        write(out, &format!("doc-{i}-pretty.json"), pretty.as_bytes())?;
+        files.push(path);
     }
     let mut strings = BTreeSet::new();
     let mut n = 0usize;

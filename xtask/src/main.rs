@@ -19,7 +19,7 @@ cargo xtask <command>
   demo                                 build, start the emulator, replay events/ through every function, summarise
   bench [--scale-only] [--debug]       release builds: cold start, peak RSS, package size, cost vs a Python baseline,
         [--nodes N]                    then fleet-scale figures (10,000-node compliance sweep; API calls vs minimum)
-  fuzz [--seconds N] [--documents]     build the cargo fuzz targets in fuzz/ (stable toolchain via RUSTC_BOOTSTRAP)
+  fuzz [--seconds N]                   build the cargo fuzz targets in fuzz/ (stable toolchain via RUSTC_BOOTSTRAP)
        [--target T] [--sanitizer S]    and run each for N s (default 30) seeded with events/ and tests/fixtures/;
                                        prints executions and crashes, exit 1 on a crash
   ci                                   everything CI checks: fmt, clippy, cfn-lint, all tests (the README's test command)

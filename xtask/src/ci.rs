@@ -264,10 +264,11 @@ fn rust_tests(endpoint: &str) -> Result<(), String> {
 
     let started = Instant::now();
     let print = |o: &Outcome, log: &str| {
+        // Not libtest's `---- name stdout ----`, so a search for one finds only the other.
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "\n---- {} ({:.1} s, {}) ----\n{log}",
+            "\n==== test binary {} ({:.1} s, {}) ====\n{log}",
             o.label, o.seconds, o.result
         );
         let _ = out.flush();
@@ -547,6 +548,8 @@ struct Outcome {
     /// Position in the run order, for the summary.
     order: usize,
     label: String,
+    /// When it started, in seconds since the pool did: shows what overlapped.
+    start: f64,
     seconds: f64,
     result: JobResult,
 }
@@ -563,6 +566,7 @@ fn run_pool(
     on_done: &(dyn Fn(&Outcome, &str) + Sync),
 ) -> Vec<Outcome> {
     let count = jobs.len();
+    let pool_started = Instant::now();
     let queue = Mutex::new(jobs.into_iter().enumerate().collect::<VecDeque<_>>());
     let outcomes = Mutex::new(Vec::with_capacity(count));
     std::thread::scope(|scope| {
@@ -574,7 +578,7 @@ fn run_pool(
                         .unwrap_or_else(PoisonError::into_inner)
                         .pop_front();
                     let Some((order, job)) = next else { break };
-                    let (outcome, log) = run_job(order, &job, log_dir, deadline);
+                    let (outcome, log) = run_job((order, &job), log_dir, pool_started, deadline);
                     on_done(&outcome, &log);
                     outcomes
                         .lock()
@@ -591,7 +595,12 @@ fn run_pool(
     outcomes
 }
 
-fn run_job(order: usize, job: &Job, log_dir: &Path, deadline: Instant) -> (Outcome, String) {
+fn run_job(
+    (order, job): (usize, &Job),
+    log_dir: &Path,
+    pool_started: Instant,
+    deadline: Instant,
+) -> (Outcome, String) {
     let log_path = log_dir.join(job.log_name());
     let started = Instant::now();
     let result = if started >= deadline {
@@ -609,6 +618,7 @@ fn run_job(order: usize, job: &Job, log_dir: &Path, deadline: Instant) -> (Outco
     let outcome = Outcome {
         order,
         label: job.label.clone(),
+        start: started.duration_since(pool_started).as_secs_f64(),
         seconds,
         result,
     };
@@ -648,11 +658,13 @@ fn wait_until(mut child: Child, deadline: Instant) -> JobResult {
 }
 
 fn summary_table(outcomes: &[Outcome], workers: usize, wall: f64) -> String {
-    let mut t = String::from("| test binary | seconds | result |\n| --- | ---: | --- |\n");
+    let mut t = String::from(
+        "| test binary | started at | seconds | result |\n| --- | ---: | ---: | --- |\n",
+    );
     for o in outcomes {
         t.push_str(&format!(
-            "| {} | {:.1} | {} |\n",
-            o.label, o.seconds, o.result
+            "| {} | {:.1} | {:.1} | {} |\n",
+            o.label, o.start, o.seconds, o.result
         ));
     }
     let summed: f64 = outcomes.iter().map(|o| o.seconds).sum();
@@ -661,7 +673,7 @@ fn summary_table(outcomes: &[Outcome], workers: usize, wall: f64) -> String {
         .filter(|o| o.result != JobResult::Passed)
         .count();
     t.push_str(&format!(
-        "| {} binaries, {workers} at a time | {wall:.1} wall ({summed:.1} summed) | {} |\n",
+        "| {} binaries, {workers} at a time | | {wall:.1} wall ({summed:.1} summed) | {} |\n",
         outcomes.len(),
         if bad == 0 {
             "all passed".to_owned()
@@ -828,7 +840,7 @@ not json
         );
         let table = summary_table(&outcomes, 2, 1.0);
         assert!(table.contains("| pkg/failing | "), "{table}");
-        assert!(table.contains("| 4 binaries, 2 at a time | "), "{table}");
+        assert!(table.contains("| 4 binaries, 2 at a time | | "), "{table}");
         assert!(table.contains("| 1 did not pass |"), "{table}");
     }
 

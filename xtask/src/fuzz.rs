@@ -135,6 +135,7 @@ pub fn build(opts: &Opts, log: Option<&Path>) -> Result<f64, String> {
         Ok(())
     };
     ensure_cargo_fuzz(log.is_some(), &quiet)?;
+    no_sdks_linked()?;
     let mut build = cargo_fuzz(&repo_root().join("fuzz"), log.is_some());
     build.args(["build", "--sanitizer", &opts.sanitizer]);
     quiet(&mut build)?;
@@ -142,6 +143,41 @@ pub fn build(opts: &Opts, log: Option<&Path>) -> Result<f64, String> {
     let build_seconds = started.elapsed().as_secs_f64();
     eprintln!("fuzz targets built in {build_seconds:.0} s");
     Ok(build_seconds)
+}
+
+/// Crates whose presence in the fuzz build means an adapter dependency lost its `aws` gate: the
+/// build would still pass, only many minutes slower, so this fails it instead.
+const ADAPTER_CRATES: [&str; 4] = [
+    "aws-config",
+    "aws-sdk-",
+    "aws-smithy-runtime ",
+    "lambda_runtime",
+];
+
+fn no_sdks_linked() -> Result<(), String> {
+    let out = cargo_command(false)
+        .current_dir(repo_root().join("fuzz"))
+        .args(["tree", "--edges", "normal", "--prefix", "none"])
+        .output()
+        .map_err(|e| format!("cargo tree in fuzz/: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo tree in fuzz/ failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let linked: BTreeSet<&str> = tree
+        .lines()
+        .filter(|l| ADAPTER_CRATES.iter().any(|c| l.starts_with(c)))
+        .collect();
+    if linked.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the fuzz targets link AWS adapter crates (make them optional behind `aws`): {linked:?}"
+        ))
+    }
 }
 
 /// Runs every target of `opts` (already built) and prints the table.

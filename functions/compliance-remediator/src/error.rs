@@ -33,6 +33,13 @@ pub enum RemediatorError {
     Continuation(#[source] autopilot_shared::audit::AuditError),
     #[error("no checkpoint for sweep continuation")]
     CheckpointMissing,
+    /// Another live delivery of the sweep holds its lease (a retry of the planning event and
+    /// a continuation, say): nothing was sent; a later retry finds it given back or expired.
+    #[error("sweep {sweep_id} is held by another delivery until {until_ms} (epoch ms)")]
+    SweepInProgress { sweep_id: String, until_ms: i64 },
+    /// This delivery's lease expired or was taken over before a send: the send was not made.
+    #[error("sweep {sweep_id} is no longer held by this delivery: nothing more is sent")]
+    SweepLeaseLost { sweep_id: String },
 }
 
 /// Throttled on every try is an AWS throttling failure like any other (its type and metric);
@@ -60,6 +67,10 @@ impl ErrorKind for RemediatorError {
             RemediatorError::Report(_) => "ReportWriteFailed",
             RemediatorError::Continuation(_) => "ContinuationFailed",
             RemediatorError::CheckpointMissing => "CheckpointMissing",
+            // One type for both: another delivery carries the sweep, retry later.
+            RemediatorError::SweepInProgress { .. } | RemediatorError::SweepLeaseLost { .. } => {
+                "SweepInProgress"
+            }
         }
     }
 
@@ -73,7 +84,10 @@ impl ErrorKind for RemediatorError {
             RemediatorError::Idempotency(e) => e.retryable(),
             RemediatorError::Aws(e) => e.retryable,
             RemediatorError::SideEffect(e) => e.retryable(),
-            RemediatorError::Report(_) | RemediatorError::Continuation(_) => true,
+            RemediatorError::Report(_)
+            | RemediatorError::Continuation(_)
+            | RemediatorError::SweepInProgress { .. }
+            | RemediatorError::SweepLeaseLost { .. } => true,
         }
     }
 }
@@ -81,5 +95,27 @@ impl ErrorKind for RemediatorError {
 impl From<RemediatorError> for Diagnostic {
     fn from(e: RemediatorError) -> Self {
         diagnostic(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_held_elsewhere_is_a_retryable_sweep_in_progress() {
+        let busy = RemediatorError::SweepInProgress {
+            sweep_id: "s".into(),
+            until_ms: 1,
+        };
+        let lost = RemediatorError::SweepLeaseLost {
+            sweep_id: "s".into(),
+        };
+        for e in [busy, lost] {
+            assert_eq!(e.error_type(), "SweepInProgress");
+            assert!(e.retryable());
+            let d: Diagnostic = e.into();
+            assert_eq!(d.error_type, "SweepInProgress");
+        }
     }
 }

@@ -18,6 +18,8 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::error::RemediatorError;
 use crate::fleet::FleetReader;
+use crate::lease::{Delivery, LeaseDecision};
+use crate::lease_store::{Acquired, Leases, SweepLease, epoch_ms};
 use crate::ledger::{Ledger, Seen};
 use crate::plan::{
     ASSOCIATION, AttemptStatus, CONFIG_PREFIX, Finding, Input, Key, PATCH, Plan, Skip, plan,
@@ -28,6 +30,8 @@ use crate::report::{self, CalendarState, Report};
 use crate::work::{Executed, Runner, Step, Work, read_for, steps, with_own_claims};
 
 pub const CONTINUATION: &str = "Compliance Sweep Continuation";
+/// The continuation event's field carrying the token its sweep's lease was handed to.
+pub const LEASE_TOKEN: &str = "leaseToken";
 pub const AUDIT_SOURCE: &str = "ssm-autopilot.compliance-remediator";
 
 /// Clients and configuration, built once per cold start.
@@ -36,6 +40,7 @@ pub struct Deps {
     pub fleet: FleetReader,
     pub remediator: Remediator,
     pub ledger: Ledger,
+    pub leases: Leases,
     pub idempotency: IdempotencyStore,
     pub audit: AuditEmitter,
     pub params: ParameterCache,
@@ -53,6 +58,7 @@ impl Deps {
                 config.ledger_table.clone(),
                 config.concurrency,
             ),
+            leases: Leases::new(clients::dynamodb(sdk), config.ledger_table.clone()),
             idempotency: IdempotencyStore::new(
                 clients::dynamodb(sdk),
                 config.idempotency_table.clone(),
@@ -275,14 +281,17 @@ async fn dispatch(deps: &Deps, ctx: &Ctx<'_>) -> Result<Response, RemediatorErro
             guarded(deps, ctx, sweep(deps, ctx, e.detail.dry_run)).await
         }
         AutopilotEvent::Request(e) if e.detail_type == CONTINUATION => {
-            let sweep_id = e
-                .detail
-                .extra
-                .get("sweepId")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_owned();
-            guarded(deps, ctx, continuation(deps, ctx, sweep_id)).await
+            let field = |name: &str| {
+                e.detail
+                    .extra
+                    .get(name)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            };
+            let sweep_id = field("sweepId").unwrap_or_default();
+            // The token the sweep's lease was handed to (absent in events from before leases).
+            let token = field(LEASE_TOKEN);
+            guarded(deps, ctx, continuation(deps, ctx, sweep_id, token)).await
         }
         AutopilotEvent::Request(e) => guarded(deps, ctx, sweep(deps, ctx, e.detail.dry_run)).await,
         AutopilotEvent::SsmCompliance(e) => {
@@ -456,15 +465,108 @@ async fn gather(
     })
 }
 
+fn deadline_ms(ctx: &Ctx<'_>) -> i64 {
+    epoch_ms(ctx.lambda.deadline())
+}
+
+/// What a delivery that found nothing left for it answers (no side effect).
+fn stopped(ctx: &Ctx<'_>, decision: &str, sweep_id: &str, why: LeaseDecision) -> Response {
+    let reason = match why {
+        LeaseDecision::Continued => "sweep already handed to its continuation",
+        _ => "sweep already ran every step",
+    };
+    tracing::info!(
+        decision,
+        reason,
+        "nothing left for this delivery of the sweep"
+    );
+    Response {
+        event_id: ctx.event_id.clone(),
+        kind: ctx.ev.kind().to_owned(),
+        replayed: false,
+        decision: decision.to_owned(),
+        summary: Some(Summary {
+            sweep_id: sweep_id.to_owned(),
+            ..Summary::default()
+        }),
+        reason: Some(reason.to_owned()),
+    }
+}
+
+/// Gives the lease back however the delivery ended: marked done when no step is left; left
+/// alone when it was handed to a continuation at the checkpoint.
+async fn finish(
+    lease: &SweepLease,
+    result: Result<Response, RemediatorError>,
+) -> Result<Response, RemediatorError> {
+    match &result {
+        Ok(r) if r.summary.as_ref().is_some_and(|s| s.checkpointed_steps > 0) => {}
+        Ok(_) => lease.release(true).await,
+        Err(_) => lease.release(false).await,
+    }
+    result
+}
+
+/// A delivery of an event that plans (a sweep, a compliance event): an enforcing one runs
+/// under the sweep's lease — `plan` when the sweep is new or was interrupted while planning,
+/// the stored checkpoint when it already continued once, nothing when its continuation was
+/// published or it finished. A dry run sends nothing and takes no lease.
+async fn planning(
+    deps: &Deps,
+    ctx: &Ctx<'_>,
+    stop_decision: &str,
+    dry_run: bool,
+    plan: impl AsyncFnOnce(Option<&SweepLease>) -> Result<Response, RemediatorError>,
+) -> Result<Response, RemediatorError> {
+    if dry_run {
+        return plan(None).await;
+    }
+    let sweep_id = ctx.event_id.as_str();
+    let token = uuid::Uuid::new_v4().to_string();
+    match deps
+        .leases
+        .acquire(sweep_id, Delivery::Plan, &token, deadline_ms(ctx))
+        .await?
+    {
+        Acquired::Stop(why) => Ok(stopped(ctx, stop_decision, sweep_id, why)),
+        Acquired::Held {
+            lease,
+            resume,
+            checkpoint,
+        } => {
+            // Boxed: the nested futures otherwise overflow the compiler's layout depth.
+            let result = if resume {
+                tracing::info!("sweep continued before: resuming its checkpoint");
+                Box::pin(resumed(deps, ctx, sweep_id, checkpoint, &lease)).await
+            } else {
+                Box::pin(plan(Some(&lease))).await
+            };
+            finish(&lease, result).await
+        }
+    }
+}
+
 async fn sweep(
     deps: &Deps,
     ctx: &Ctx<'_>,
     dry_run_override: Option<bool>,
 ) -> Result<Response, RemediatorError> {
     let dry_run = dry_run_override.unwrap_or(deps.config.dry_run);
+    Box::pin(planning(deps, ctx, "swept", dry_run, async |lease| {
+        planned_sweep(deps, ctx, dry_run, lease).await
+    }))
+    .await
+}
+
+async fn planned_sweep(
+    deps: &Deps,
+    ctx: &Ctx<'_>,
+    dry_run: bool,
+    lease: Option<&SweepLease>,
+) -> Result<Response, RemediatorError> {
     let g = gather(deps, ctx, None).await?;
     let sweep_id = ctx.event_id.clone();
-    let (executed, left) = execute(deps, ctx, &g, &sweep_id, dry_run).await?;
+    let (executed, left) = execute(deps, ctx, &g, &sweep_id, dry_run, lease).await?;
     let date = ctx
         .ev
         .time()
@@ -552,12 +654,14 @@ fn summarize(
 
 /// Marks verified attempts, records calendar deferrals, runs the steps (unless dry-run) and
 /// checkpoints what did not fit. Returns what ran and how many steps were left over.
+/// An enforcing run holds the sweep's `lease`.
 async fn execute(
     deps: &Deps,
     ctx: &Ctx<'_>,
     g: &Gathered,
     sweep_id: &str,
     dry_run: bool,
+    lease: Option<&SweepLease>,
 ) -> Result<(Vec<Executed>, usize), RemediatorError> {
     if let Some(cal) = g.calendar.as_ref().filter(|c| !c.open) {
         let record = serde_json::json!({
@@ -573,9 +677,9 @@ async fn execute(
             )
             .await?;
     }
-    if dry_run {
+    let Some(lease) = lease.filter(|_| !dry_run) else {
         return Ok((Vec::new(), 0));
-    }
+    };
     if !g.plan.verified.is_empty() {
         deps.ledger
             .set_status(
@@ -595,7 +699,7 @@ async fn execute(
         read: Some(read_for(&todo, &g.seen)),
         steps: todo,
     };
-    run_work(deps, ctx, &work, &g.own).await
+    run_work(deps, ctx, &work, &g.own, lease).await
 }
 
 async fn run_work(
@@ -603,6 +707,7 @@ async fn run_work(
     ctx: &Ctx<'_>,
     work: &Work,
     own: &BTreeMap<Key, i64>,
+    lease: &SweepLease,
 ) -> Result<(Vec<Executed>, usize), RemediatorError> {
     let runner = Runner {
         ledger: &deps.ledger,
@@ -613,6 +718,7 @@ async fn run_work(
         margin: deps.config.checkpoint_margin,
         own,
         stale_after: deps.config.function_timeout,
+        lease: Some(lease),
     };
     // Boxed: the steps' future is deep, and nested in every handler path.
     let ran = Box::pin(runner.run(work)).await?;
@@ -621,29 +727,39 @@ async fn run_work(
     }
     let (done, rest) = (ran.executed, ran.rest);
     if !rest.is_empty() {
-        checkpoint(deps, work, rest.clone()).await?;
+        checkpoint(deps, work, rest.clone(), lease).await?;
     }
     Ok((done, rest.len()))
 }
 
-/// Stores the rest of the sweep and asks for a new invocation to finish it.
-async fn checkpoint(deps: &Deps, work: &Work, rest: Vec<Step>) -> Result<(), RemediatorError> {
+/// Stores the rest of the sweep with its lease, handed to the continuation this asks for: the
+/// continuation (carrying the new token) takes the sweep at once, anyone else only after this
+/// delivery's deadline.
+async fn checkpoint(
+    deps: &Deps,
+    work: &Work,
+    rest: Vec<Step>,
+    lease: &SweepLease,
+) -> Result<(), RemediatorError> {
     let next = Work {
         steps: rest,
         ..work.clone()
     };
     let body = serde_json::to_string(&next).unwrap_or_default();
-    deps.ledger
-        .put_json(&format!("checkpoint#{}", work.sweep_id), "work", &body)
-        .await?;
+    let token = uuid::Uuid::new_v4().to_string();
+    lease.hand_over(&body, &token).await?;
     let ev = AuditEvent::new(
         CONTINUATION,
-        serde_json::json!({"sweepId": work.sweep_id, "account": work.account, "steps": next.steps.len()}),
+        serde_json::json!({"sweepId": work.sweep_id, "account": work.account,
+                           "steps": next.steps.len(), LEASE_TOKEN: token}),
     );
-    deps.audit
-        .emit(&[ev], None)
-        .await
-        .map_err(RemediatorError::Continuation)?;
+    if let Err(e) = deps.audit.emit(&[ev], None).await {
+        // Maybe not published: the sweep comes back to this delivery, whose retry resumes
+        // the checkpoint instead of waiting out the hand-over.
+        lease.take_back(&token).await;
+        return Err(RemediatorError::Continuation(e));
+    }
+    lease.mark_published(&token).await;
     Ok(())
 }
 
@@ -651,14 +767,48 @@ async fn continuation(
     deps: &Deps,
     ctx: &Ctx<'_>,
     sweep_id: String,
+    token: Option<String>,
 ) -> Result<Response, RemediatorError> {
-    let body = deps
-        .ledger
-        .get_json(&format!("checkpoint#{sweep_id}"), "work")
+    if sweep_id.is_empty() {
+        return Err(RemediatorError::CheckpointMissing);
+    }
+    let token = token.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    match deps
+        .leases
+        .acquire(&sweep_id, Delivery::Continue, &token, deadline_ms(ctx))
         .await?
-        .ok_or(RemediatorError::CheckpointMissing)?;
+    {
+        Acquired::Stop(why) => Ok(stopped(ctx, "continued", &sweep_id, why)),
+        Acquired::Held {
+            lease, checkpoint, ..
+        } => {
+            let result = Box::pin(resumed(deps, ctx, &sweep_id, checkpoint, &lease)).await;
+            finish(&lease, result).await
+        }
+    }
+}
+
+/// Runs the stored rest of a sweep (a continuation, or a planning redelivery of a sweep that
+/// continued before) and reports that part.
+async fn resumed(
+    deps: &Deps,
+    ctx: &Ctx<'_>,
+    sweep_id: &str,
+    checkpoint: Option<String>,
+    lease: &SweepLease,
+) -> Result<Response, RemediatorError> {
+    let body = match checkpoint {
+        Some(body) => body,
+        // A continuation of a sweep checkpointed before the checkpoint moved into the lease.
+        None => deps
+            .ledger
+            .get_json(&format!("checkpoint#{sweep_id}"), "work")
+            .await?
+            .ok_or(RemediatorError::CheckpointMissing)?,
+    };
     let work: Work = serde_json::from_str(&body).map_err(|_| RemediatorError::CheckpointMissing)?;
-    let (executed, left) = run_work(deps, ctx, &work, &BTreeMap::new()).await?;
+    let sweep_id = sweep_id.to_owned();
+    let (executed, left) = run_work(deps, ctx, &work, &BTreeMap::new(), lease).await?;
     let date = ctx.now.format("%Y-%m-%d").to_string();
     let part = format!(
         "continuation-{}",
@@ -695,8 +845,21 @@ async fn continuation(
 /// `DRY_RUN`; the plan is audited either way.
 async fn single(deps: &Deps, ctx: &Ctx<'_>, f: Finding) -> Result<Response, RemediatorError> {
     let dry_run = deps.config.dry_run;
-    let g = gather(deps, ctx, Some(&f)).await?;
-    let (executed, left) = execute(deps, ctx, &g, &ctx.event_id, dry_run).await?;
+    Box::pin(planning(deps, ctx, "recorded", dry_run, async |lease| {
+        planned_single(deps, ctx, &f, dry_run, lease).await
+    }))
+    .await
+}
+
+async fn planned_single(
+    deps: &Deps,
+    ctx: &Ctx<'_>,
+    f: &Finding,
+    dry_run: bool,
+    lease: Option<&SweepLease>,
+) -> Result<Response, RemediatorError> {
+    let g = gather(deps, ctx, Some(f)).await?;
+    let (executed, left) = execute(deps, ctx, &g, &ctx.event_id, dry_run, lease).await?;
     let mut summary = summarize(&g, &ctx.event_id, dry_run, None, executed, left);
     ctx.count_claim_skips(&mut summary);
     let claim_skips = ctx.claim_skips();

@@ -11,7 +11,13 @@
 //!   planner read, so two deliveries that planned the same node cannot both claim it.
 //!   `renewed_at`: when a delivery re-took its own old claim (see [`Seen::held_at`]).
 //! - `association-runs#<account>#<sweep-id>` {ids} — associations a sweep has run once.
-//! - `checkpoint#<sweep-id>` {work} — the rest of a sweep that ran out of time.
+//! - `sweep-lease#<sweep-id>` {holder, lease_until (epoch ms), stage running|continued|done,
+//!   emitted, version, work} — one live delivery per sweep ([`crate::lease`],
+//!   [`crate::lease_store`]): held until the holder's deadline, handed with the checkpoint
+//!   (`work`, the rest of a sweep that ran out of time) to the continuation's token, given back
+//!   when the delivery ends.
+//! - `checkpoint#<sweep-id>` {work} — where checkpoints were kept before the lease record held
+//!   them; read only by a continuation whose lease record has none.
 //! - `deferral#<sweep-id>` {reason, calendar, deferred, next_transition}.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

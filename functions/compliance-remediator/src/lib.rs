@@ -16,6 +16,9 @@ pub mod error;
 pub mod fleet;
 #[cfg(feature = "aws")]
 pub mod handler;
+pub mod lease;
+#[cfg(feature = "aws")]
+pub mod lease_store;
 #[cfg(feature = "aws")]
 pub mod ledger;
 pub mod plan;

@@ -22,8 +22,12 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RemediatorError;
+use crate::lease_store::SweepLease;
 use crate::ledger::{Claims, Ledger, Seen, needs_renewal};
-use crate::plan::{ASSOCIATION, ActionKind, AutomationRun, Key, PATCH, Plan, Reason, Skip};
+use crate::plan::{
+    ASSOCIATION, ActionKind, AutomationRun, Key, MAX_ASSOCIATIONS_PER_CALL, PATCH, Plan, Reason,
+    Skip,
+};
 use crate::policy::PatchAction;
 use crate::remediate::{Remediator, SentCommand, client_token};
 
@@ -152,15 +156,14 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
         .filter(|t| t.action == ActionKind::Association)
         .map(|t| Key::new(&t.resource_id, ASSOCIATION))
         .collect();
-    for (i, ids) in plan.association_batches.iter().enumerate() {
+    // One step for every association batch: the nodes' records are linked once all the
+    // batches ran. Linked after the first one, a delivery dying before the next left nodes
+    // whose associations never ran looking attempted (cooldown) to its redelivery.
+    let ids: Vec<String> = plan.association_batches.iter().flatten().cloned().collect();
+    if !ids.is_empty() {
         out.push(Step::Associations {
-            ids: ids.clone(),
-            // The attempts are recorded with the first run; the later runs belong to them.
-            keys: if i == 0 {
-                assoc_keys.clone()
-            } else {
-                Vec::new()
-            },
+            ids,
+            keys: assoc_keys,
         });
     }
     out.extend(
@@ -203,6 +206,15 @@ pub fn with_own_claims(steps: Vec<Step>, own: &BTreeMap<Key, i64>) -> Vec<Step> 
     }];
     out.extend(steps);
     out
+}
+
+/// The ids of a step not yet run by the sweep, in the step's order, each once.
+pub fn associations_to_run(ids: &[String], ran: &BTreeSet<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    ids.iter()
+        .filter(|i| !ran.contains(*i) && seen.insert(i.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// Splits claimed patch keys into those a command already reached (per command id, in the
@@ -260,9 +272,20 @@ pub struct Runner<'a> {
     /// The longest an invocation lives (the function's timeout): a claim older than that is
     /// held by no live delivery.
     pub stale_after: Duration,
+    /// The sweep's lease, checked before each send (none: nothing else runs the sweep).
+    pub lease: Option<&'a SweepLease>,
 }
 
 impl Runner<'_> {
+    /// A delivery whose lease expired or was taken over sends nothing more: its claims stay
+    /// the sweep's, for the holder to look up and send.
+    async fn may_send(&self) -> Result<(), RemediatorError> {
+        match self.lease {
+            Some(lease) => lease.check().await,
+            None => Ok(()),
+        }
+    }
+
     fn short_of_time(&self) -> bool {
         self.deadline
             .duration_since(SystemTime::now())
@@ -442,6 +465,7 @@ impl Runner<'_> {
                     return Ok(done);
                 }
                 let ids: Vec<String> = fresh.iter().map(|k| k.resource_id.clone()).collect();
+                self.may_send().await?;
                 let cid = match self
                     .remediator
                     .patch(&ids, &work.patch, self.function, sid)
@@ -464,37 +488,40 @@ impl Runner<'_> {
             }
             Step::Associations { ids, keys } => {
                 let claims = self.claim(work, keys, skipped).await?;
-                if !keys.is_empty() && claims.fresh.is_empty() && claims.own.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let resumed = !claims.own.is_empty();
+                let mut done = already_sent(ActionKind::Association, &claims);
                 let mut open = claims.fresh;
                 open.extend(claims.own.into_iter().map(|(k, _)| k));
-                // StartAssociationsOnce has no token: a retried step, or a batch whose
-                // attempts were recorded with the first one, skips the ids the sweep ran.
-                let ran = if resumed || keys.is_empty() {
-                    self.ledger.association_runs(acct, sid).await?
-                } else {
-                    BTreeSet::new()
-                };
-                let to_run: Vec<String> =
-                    ids.iter().filter(|i| !ran.contains(*i)).cloned().collect();
-                if !to_run.is_empty() {
-                    if let Err(e) = self.remediator.associations(&to_run).await {
-                        if e.gives_back() {
+                // StartAssociationsOnce has no token. What runs is decided per association id
+                // against the ids this sweep ran in any delivery and batch, never by the
+                // claims of the nodes: a redelivery's plan may batch the ids differently
+                // (ids moved, some no longer planned, new ones) or mix sent and fresh claims.
+                let ran = self.ledger.association_runs(acct, sid).await?;
+                let to_run = associations_to_run(ids, &ran);
+                if to_run.is_empty() && open.is_empty() {
+                    return Ok(done);
+                }
+                // Each call recorded before the next: a failure later keeps what ran, and the
+                // claims are given back only while nothing of the sweep's has run.
+                let mut any_ran = !ran.is_empty();
+                for batch in to_run.chunks(MAX_ASSOCIATIONS_PER_CALL) {
+                    self.may_send().await?;
+                    if let Err(e) = self.remediator.associations(batch).await {
+                        if e.gives_back() && !any_ran {
                             self.give_back(work, &open).await;
                         }
                         return Err(e.into());
                     }
+                    any_ran = true;
                     self.ledger
-                        .record_association_runs(acct, sid, &to_run, self.now)
+                        .record_association_runs(acct, sid, batch, self.now)
                         .await?;
                 }
                 let reference = ids.join(",");
                 self.ledger
                     .link(acct, &open, &format!("associations:{reference}"), sid)
                     .await?;
-                Ok(vec![executed(ActionKind::Association, &reference, &open)])
+                done.push(executed(ActionKind::Association, &reference, &open));
+                Ok(done)
             }
             Step::Automation { run } => {
                 let claims = self.claim(work, &step_keys(step), skipped).await?;
@@ -509,6 +536,7 @@ impl Runner<'_> {
                 open.extend(claims.own.into_iter().map(|(k, _)| k));
                 // The token makes a retried start return the same execution.
                 let token = client_token(&[self.function, sid, &run.runbook, &run.resource_id]);
+                self.may_send().await?;
                 let id = match self.remediator.automation(run, &token).await {
                     Ok(id) => id,
                     Err(e) => {
@@ -709,6 +737,21 @@ mod tests {
         old.as_object_mut().unwrap().remove("read");
         let old: Work = serde_json::from_value(old).unwrap();
         assert_eq!(old.read, None);
+    }
+
+    #[test]
+    fn association_ids_run_by_any_earlier_delivery_or_batch_are_not_run_again() {
+        let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // The first delivery ran a1..a3 as one batch; the redelivery's plan batches a2 with a
+        // new a4 (a1 no longer planned, a3 moved to another batch): only a4 runs.
+        let ran: BTreeSet<String> = ids(&["a1", "a2", "a3"]).into_iter().collect();
+        assert_eq!(associations_to_run(&ids(&["a2", "a4"]), &ran), ids(&["a4"]));
+        assert!(associations_to_run(&ids(&["a3"]), &ran).is_empty());
+        // Nothing ran yet: every id, once.
+        assert_eq!(
+            associations_to_run(&ids(&["a5", "a5", "a6"]), &BTreeSet::new()),
+            ids(&["a5", "a6"])
+        );
     }
 
     #[test]

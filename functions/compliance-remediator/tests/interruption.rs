@@ -543,3 +543,117 @@ async fn a_sweep_cut_by_its_deadline_and_a_killed_continuation_run_each_batch_on
         started.elapsed().as_secs_f64()
     );
 }
+
+/// A small fleet in 2-node batches: a handful of patch steps, quick to run.
+const SMALL_FLEET: usize = 20;
+/// The lease-race tenant's checkpoint margin against the deadlines below: a delivery given
+/// `CUT` stops after its first step; one given `LONG` runs every step.
+const RACE_MARGIN: &str = "10";
+const CUT: Duration = Duration::from_secs(8);
+const LONG: Duration = Duration::from_secs(40);
+
+async fn small_tenant(margin_seconds: &str) -> Tenant {
+    let env = TestEnv::new().await.unwrap();
+    seed_noncompliant(&env, FLEET_SEED, SMALL_FLEET, NONCOMPLIANT).await;
+    let mut pol = policy(1000, "");
+    pol["patch"]["batchSize"] = json!(2);
+    let spec = spec_with_policy(
+        &env,
+        &pol,
+        &[
+            ("DRY_RUN", "false"),
+            ("CHECKPOINT_MARGIN_SECONDS", margin_seconds),
+        ],
+    )
+    .await;
+    Tenant { env, spec }
+}
+
+async fn invoke_on(
+    sb: &Sandbox,
+    ev: &Value,
+    deadline: Duration,
+) -> Result<Value, autopilot_harness::FunctionError> {
+    let opts = InvokeOptions {
+        deadline_in: Some(deadline),
+        ..InvokeOptions::default()
+    };
+    sb.invoke(&serde_json::to_vec(ev).unwrap(), opts)
+        .await
+        .unwrap()
+        .outcome
+}
+
+/// A sweep delivery checkpoints after its first step, publishes its continuation and dies
+/// before completing (its idempotency record stays in progress until its deadline). Lambda's
+/// retry of the sweep event and the continuation then run at the same time: one holds the
+/// sweep, the other fails with the retryable `SweepInProgress` and sends nothing; redelivered,
+/// it finds the sweep finished. Every planned node is commanded once, and the ledger after a
+/// verifying sweep equals an uninterrupted tenant's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_retried_while_its_continuation_runs_commands_each_node_once() {
+    let started = Instant::now();
+    let case = "retry + continuation at once";
+    let (reference_tenant, t) = tokio::join!(small_tenant("1"), small_tenant(RACE_MARGIN));
+    let sb = ready(&reference_tenant.spec).await;
+    invoke(&sb, &sweep_event(&reference_tenant.env)).await;
+    let batches = command_targets(&reference_tenant.env).await;
+    eprintln!("reference swept, {:.1} s", started.elapsed().as_secs_f64());
+    assert!(batches.len() >= 4, "{} batches: {batches:?}", batches.len());
+    let reference = Reference {
+        planned: batches.iter().flatten().cloned().collect(),
+        env: reference_tenant.env,
+        spec: reference_tenant.spec,
+        took: started.elapsed(),
+    };
+    let sweep = sweep_event(&t.env);
+    let sweep_id = sweep["id"].as_str().unwrap().to_owned();
+    let continuations = Continuations::start(&t.env, &sweep_id).await;
+    // The continuation's PutEvents is held (it still lands) and the process killed meanwhile.
+    let watch = add_rule(
+        &t.env,
+        json!({"operation": "events:PutEvents", "latency_ms": HOLD_MS, "max_hits": 1}),
+    )
+    .await;
+    kill_at_send(&t.spec, &t.env, &sweep, CUT, watch, 1, None).await;
+    fault_matrix::clear_faults(&t.env).await.unwrap();
+    assert_eq!(
+        calls(&t.env, "ssm:SendCommand").await,
+        1,
+        "one step before the cut"
+    );
+    let cont = continuations.next(&t.env).await;
+    // Sends held: the holder is still sending while the other delivery starts.
+    add_rule(
+        &t.env,
+        json!({"operation": "ssm:SendCommand", "latency_ms": 500}),
+    )
+    .await;
+    let (a, b) = tokio::join!(ready(&t.spec), ready(&t.spec));
+    let (retry, continued) = tokio::join!(invoke_on(&a, &sweep, LONG), invoke_on(&b, &cont, LONG));
+    fault_matrix::clear_faults(&t.env).await.unwrap();
+    let (loser, event) = match (&retry, &continued) {
+        (Ok(r), Err(e)) => {
+            eprintln!("the retry resumed the sweep: {}", r["decision"]);
+            (e, &cont)
+        }
+        (Err(e), Ok(r)) => {
+            eprintln!("the continuation ran: {}", r["decision"]);
+            (e, &sweep)
+        }
+        other => panic!("{case}: exactly one delivery must hold the sweep: {other:?}"),
+    };
+    assert_eq!(loser.error_type, "SweepInProgress", "{loser:?}");
+    // Redelivered once the holder is done: the sweep ran every step, nothing is sent.
+    let sent = calls(&t.env, "ssm:SendCommand").await;
+    let again = invoke_on(&ready(&t.spec).await, event, LONG).await.unwrap();
+    assert_eq!(again["reason"], "sweep already ran every step", "{again}");
+    assert_eq!(calls(&t.env, "ssm:SendCommand").await, sent);
+    assert_exactly_the_plan(&t.env, &reference.planned, case).await;
+    assert_same_ledger_after_verifying(&t, &reference, true, case).await;
+    eprintln!(
+        "{case}: {} planned nodes, {:.1} s",
+        reference.planned.len(),
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -104,6 +104,7 @@ async fn patch_step(status: u16, body: &'static str) -> (RemediatorError, usize,
         margin: Duration::from_secs(1),
         own: &own,
         stale_after: Duration::from_secs(900),
+        lease: None,
     };
     let err = runner.run(&work).await.unwrap_err();
     let key = Key::new(NODE, PATCH);

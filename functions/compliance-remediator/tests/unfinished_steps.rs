@@ -386,3 +386,203 @@ async fn an_association_step_whose_records_partly_failed_runs_each_association_o
         assert_eq!(rec["attempts"], json!(1.0), "{node}: {rec}");
     }
 }
+
+/// Online nodes of the tenant's fleet.
+async fn online(env: &TestEnv) -> Vec<String> {
+    let fleet = env
+        .control
+        .call("GET", &format!("fleet?tenant={}", env.tenant), None)
+        .await
+        .unwrap();
+    fleet["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["PingStatus"] == "Online")
+        .map(|n| n["InstanceId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The association ids each node reports, NON_COMPLIANT unless listed in `compliant`.
+async fn report_associations(
+    t: &Tenant,
+    by_node: &BTreeMap<String, Vec<String>>,
+    compliant: &[String],
+) {
+    for (node, ids) in by_node {
+        let items: Vec<Value> = ids
+            .iter()
+            .map(|aid| {
+                let status = if compliant.contains(aid) {
+                    "COMPLIANT"
+                } else {
+                    "NON_COMPLIANT"
+                };
+                json!({"Id": aid, "Title": "AWS-GatherSoftwareInventory", "Severity": "UNSPECIFIED",
+                       "Status": status, "Details": {"DocumentName": "AWS-GatherSoftwareInventory"}})
+            })
+            .collect();
+        t.env
+            .control
+            .call(
+                "POST",
+                "fleet/node",
+                Some(json!({"tenant": t.env.tenant, "instance_id": node,
+                            "compliance": {"Association": items}})),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Creates an association on `node`; returns its id.
+async fn associate(t: &Tenant, node: &str) -> String {
+    let created = aws_sdk_ssm::Client::new(&t.env.sdk().await)
+        .create_association()
+        .name("AWS-GatherSoftwareInventory")
+        .targets(
+            aws_sdk_ssm::types::Target::builder()
+                .key("InstanceIds")
+                .values(node)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    created
+        .association_description()
+        .and_then(|d| d.association_id())
+        .unwrap()
+        .to_owned()
+}
+
+/// Association ids in the emulator's run history, one entry per run, sorted.
+async fn association_runs(env: &TestEnv) -> Vec<String> {
+    let runs = env
+        .control
+        .state("association-runs", &env.tenant)
+        .await
+        .unwrap();
+    let mut ran: Vec<String> = runs["Runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["AssociationId"].as_str().unwrap().to_owned())
+        .collect();
+    ran.sort();
+    ran
+}
+
+/// How the plan differs on redelivery from the first delivery's.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    /// An association of the first batch is compliant now: the rest moves up a batch, the
+    /// unrun one joins ids whose nodes are all linked already.
+    FirstBatchIdDropped,
+    /// An association on a node no earlier delivery claimed: the step mixes sent and fresh
+    /// claims.
+    NewAssociationOnANewNode,
+}
+
+/// 11 associations (two StartAssociationsOnce batches: 10 + 1), one per node; the first delivery
+/// runs the first batch and fails on the second call (an injected 5xx); the plan changes;
+/// the redelivery must run every association not yet run exactly once and none again.
+async fn association_plan_changes_between_deliveries(change: Change) {
+    let t = tenant().await;
+    let nodes = online(&t.env).await;
+    assert!(nodes.len() >= 12, "fleet too small: {nodes:?}");
+    let mut pol = policy(100, "");
+    pol["patch"]["enabled"] = json!(false);
+    put_policy(&t.env, &pol).await;
+    let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut ids = Vec::new();
+    for node in &nodes[..11] {
+        let aid = associate(&t, node).await;
+        by_node.entry(node.clone()).or_default().push(aid.clone());
+        ids.push(aid);
+    }
+    ids.sort();
+    report_associations(&t, &by_node, &[]).await;
+    // Seed 10 at 50 %: the first call passes, the second fails (the emulator's dice).
+    add_rule(
+        &t.env,
+        json!({"operation": "ssm:StartAssociationsOnce", "error_rate": 0.5, "seed": 10, "max_hits": 2}),
+    )
+    .await;
+    let event = sweep_event(&t.env);
+    let sb = ready(&t.spec).await;
+    let first = sb
+        .invoke(
+            &serde_json::to_vec(&event).unwrap(),
+            InvokeOptions::default(),
+        )
+        .await
+        .unwrap()
+        .outcome;
+    let err = first.expect_err("the second batch's call fails");
+    assert!(
+        autopilot_harness::reliability::is_retryable(&err.error_type),
+        "{err:?}"
+    );
+    assert_eq!(
+        association_runs(&t.env).await,
+        ids[..10].to_vec(),
+        "the first delivery ran the first batch only"
+    );
+    let mut planned = ids.clone();
+    match change {
+        Change::FirstBatchIdDropped => {
+            report_associations(&t, &by_node, &ids[..1]).await;
+        }
+        Change::NewAssociationOnANewNode => {
+            let node = &nodes[11];
+            let aid = associate(&t, node).await;
+            let fresh = BTreeMap::from([(node.clone(), vec![aid.clone()])]);
+            report_associations(&t, &fresh, &[]).await;
+            planned.push(aid);
+            planned.sort();
+        }
+    }
+    deliver(&t, &event).await;
+    assert_eq!(
+        association_runs(&t.env).await,
+        planned,
+        "{change:?}: each association the sweep planned run exactly once"
+    );
+    let mut still_planned: Vec<String> = by_node
+        .iter()
+        .filter(|(_, aids)| matches!(change, Change::NewAssociationOnANewNode) || aids[0] != ids[0])
+        .map(|(n, _)| n.clone())
+        .collect();
+    if matches!(change, Change::NewAssociationOnANewNode) {
+        still_planned.push(nodes[11].clone());
+    }
+    for node in by_node.keys().chain([&nodes[11]]) {
+        let Some(rec) = attempt(&t.env, node, "Association").await else {
+            assert!(!still_planned.contains(node), "{node}: no record");
+            continue;
+        };
+        // The node compliant on redelivery: its claim settled, never counted twice.
+        if !still_planned.contains(node) {
+            assert!(rec["attempts"].as_f64().unwrap() <= 1.0, "{node}: {rec}");
+            continue;
+        }
+        assert!(
+            rec["command_id"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("associations:")),
+            "{node} not linked: {rec}"
+        );
+        assert_eq!(rec["attempts"], json!(1.0), "{node}: {rec}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivery_whose_plan_dropped_an_association_still_runs_the_unrun_one_once() {
+    association_plan_changes_between_deliveries(Change::FirstBatchIdDropped).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivery_with_sent_and_fresh_association_claims_runs_no_association_twice() {
+    association_plan_changes_between_deliveries(Change::NewAssociationOnANewNode).await;
+}

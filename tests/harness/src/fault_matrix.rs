@@ -132,7 +132,13 @@ pub async fn deliver_until_ok(
             ));
             return Ok(d);
         }
-        if e.error_type == "IdempotencyAlreadyInProgress" || e.error_type == "RunInProgress" {
+        if [
+            "IdempotencyAlreadyInProgress",
+            "RunInProgress",
+            "SweepInProgress",
+        ]
+        .contains(&e.error_type.as_str())
+        {
             let until = claimed_at + lease + Duration::from_millis(300);
             tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
         } else {

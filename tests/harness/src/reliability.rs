@@ -561,7 +561,7 @@ impl Default for ReplayPlan {
 }
 
 /// Error types a redelivery can clear: a concurrent duplicate, an AWS failure or throttling,
-/// configuration or a store momentarily unreadable, a run held by another invocation.
+/// configuration or a store momentarily unreadable, a run or sweep held by another invocation.
 pub fn is_retryable(error_type: &str) -> bool {
     matches!(
         error_type,
@@ -573,6 +573,7 @@ pub fn is_retryable(error_type: &str) -> bool {
             | "ResponsePlansUnavailable"
             | "PolicyUnavailable"
             | "RunInProgress"
+            | "SweepInProgress"
             | "ReportWriteFailed"
             | "ContinuationFailed"
     )

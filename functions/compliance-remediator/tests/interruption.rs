@@ -587,13 +587,42 @@ async fn invoke_on(
 /// A sweep delivery checkpoints after its first step, publishes its continuation and dies
 /// before completing (its idempotency record stays in progress until its deadline). Lambda's
 /// retry of the sweep event and the continuation then run at the same time: one holds the
-/// sweep, the other fails with the retryable `SweepInProgress` and sends nothing; redelivered,
-/// it finds the sweep finished. Every planned node is commanded once, and the ledger after a
-/// verifying sweep equals an uninterrupted tenant's.
+/// sweep (the retry by resuming the checkpoint, not by planning again), the other fails with
+/// the retryable `SweepInProgress` and sends nothing; redelivered, it finds the sweep finished.
+/// Every planned node is commanded once, and the ledger after a verifying sweep equals an
+/// uninterrupted tenant's.
+/// Which delivery of the race starts first (the other starts `HEAD_START` later, while the
+/// first holds the sweep: every send is held 500 ms).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum First {
+    Retry,
+    Continuation,
+}
+
+const HEAD_START: Duration = Duration::from_millis(1000);
+
+async fn after(
+    delay: Duration,
+    f: impl std::future::Future<Output = Result<Value, autopilot_harness::FunctionError>>,
+) -> Result<Value, autopilot_harness::FunctionError> {
+    tokio::time::sleep(delay).await;
+    f.await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sweep_retried_while_its_continuation_runs_commands_each_node_once() {
+    retried_while_its_continuation_runs(First::Continuation).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_retry_that_resumes_the_checkpoint_keeps_its_continuation_out() {
+    retried_while_its_continuation_runs(First::Retry).await;
+}
+
+async fn retried_while_its_continuation_runs(first: First) {
     let started = Instant::now();
-    let case = "retry + continuation at once";
+    let case = format!("retry + continuation at once, {first:?} first");
+    let case = case.as_str();
     let (reference_tenant, t) = tokio::join!(small_tenant("1"), small_tenant(RACE_MARGIN));
     let sb = ready(&reference_tenant.spec).await;
     invoke(&sb, &sweep_event(&reference_tenant.env)).await;
@@ -630,18 +659,26 @@ async fn a_sweep_retried_while_its_continuation_runs_commands_each_node_once() {
     )
     .await;
     let (a, b) = tokio::join!(ready(&t.spec), ready(&t.spec));
-    let (retry, continued) = tokio::join!(invoke_on(&a, &sweep, LONG), invoke_on(&b, &cont, LONG));
+    let (retry_delay, cont_delay) = match first {
+        First::Retry => (Duration::ZERO, HEAD_START),
+        First::Continuation => (HEAD_START, Duration::ZERO),
+    };
+    let (retry, continued) = tokio::join!(
+        after(retry_delay, invoke_on(&a, &sweep, LONG)),
+        after(cont_delay, invoke_on(&b, &cont, LONG))
+    );
     fault_matrix::clear_faults(&t.env).await.unwrap();
     let (loser, event) = match (&retry, &continued) {
-        (Ok(r), Err(e)) => {
-            eprintln!("the retry resumed the sweep: {}", r["decision"]);
+        // The retry's sweep had continued: it runs the checkpoint, it does not plan again.
+        (Ok(r), Err(e)) if first == First::Retry => {
+            assert_eq!(r["decision"], "continued", "{r}");
             (e, &cont)
         }
-        (Err(e), Ok(r)) => {
-            eprintln!("the continuation ran: {}", r["decision"]);
+        (Err(e), Ok(r)) if first == First::Continuation => {
+            assert_eq!(r["decision"], "continued", "{r}");
             (e, &sweep)
         }
-        other => panic!("{case}: exactly one delivery must hold the sweep: {other:?}"),
+        other => panic!("{case}: exactly one delivery, the first, must hold the sweep: {other:?}"),
     };
     assert_eq!(loser.error_type, "SweepInProgress", "{loser:?}");
     // Redelivered once the holder is done: the sweep ran every step, nothing is sent.

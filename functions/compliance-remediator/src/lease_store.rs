@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::error::RemediatorError;
 use crate::lease::{Delivery, LeaseDecision, LeaseRecord, Stage, decide, may_send};
+use crate::ledger::unless_condition_failed;
 use crate::retry::throttled;
 
 /// A send must have this much lease left: the call (one attempt, throttling retried for up to
@@ -134,16 +135,7 @@ impl Leases {
             for (k, v) in attributes {
                 req = req.item(*k, v.clone());
             }
-            match req.send().await {
-                Ok(_) => Ok(true),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-                {
-                    Ok(false)
-                }
-                Err(e) => Err(AwsCallError::from_sdk("PutItem", e)),
-            }
+            Ok(unless_condition_failed("PutItem", req.send().await)?.is_some())
         })
         .await
     }
@@ -173,16 +165,7 @@ impl Leases {
             for (k, v) in values {
                 req = req.expression_attribute_values(*k, v.clone());
             }
-            match req.send().await {
-                Ok(_) => Ok(true),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-                {
-                    Ok(false)
-                }
-                Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
-            }
+            Ok(unless_condition_failed("UpdateItem", req.send().await)?.is_some())
         })
         .await
     }

@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use autopilot_shared::error::AwsCallError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure,
@@ -63,6 +64,28 @@ fn num(item: &HashMap<String, AttributeValue>, k: &str) -> Option<i64> {
 
 fn text<'a>(item: &'a HashMap<String, AttributeValue>, k: &str) -> Option<&'a str> {
     item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+/// A conditional write's outcome: `None` when its condition did not hold (the record is no
+/// longer as the writer expected), any other failure an error.
+pub(crate) fn unless_condition_failed<T, E, R>(
+    op: &'static str,
+    res: Result<T, SdkError<E, R>>,
+) -> Result<Option<T>, AwsCallError>
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match res {
+        Ok(v) => Ok(Some(v)),
+        Err(e)
+            if e.as_service_error().and_then(ProvideErrorMetadata::code)
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(AwsCallError::from_sdk(op, e)),
+    }
 }
 
 pub fn exception_pk(account: &str, key: &Key) -> String {
@@ -594,17 +617,11 @@ impl Ledger {
             req.condition_expression(format!("{cond} AND rev = :rev"))
                 .expression_attribute_values(":rev", n(i64::try_from(rev).unwrap_or(i64::MAX)))
         };
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                tracing::warn!(node = %k.resource_id, "own claim taken by another sweep");
-                Ok(false)
-            }
-            Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
+        let renewed = unless_condition_failed("UpdateItem", req.send().await)?.is_some();
+        if !renewed {
+            tracing::warn!(node = %k.resource_id, "own claim taken by another sweep");
         }
+        Ok(renewed)
     }
 
     /// One item by key, read consistently (`None` when there is none).
@@ -657,17 +674,10 @@ impl Ledger {
             .expression_attribute_values(":sid", s(sweep_id))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                tracing::warn!(node = %k.resource_id, "record claimed by another sweep: not linked");
-                Ok(())
-            }
-            Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
+        if unless_condition_failed("UpdateItem", res)?.is_none() {
+            tracing::warn!(node = %k.resource_id, "record claimed by another sweep: not linked");
         }
+        Ok(())
     }
 
     /// Gives this sweep's unlinked claims back when nothing was started for them (a call
@@ -710,16 +720,8 @@ impl Ledger {
             .expression_attribute_values(":sid", s(sweep_id))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
-        }
+        // A record no longer this sweep's unlinked claim is not this sweep's to give back.
+        unless_condition_failed("UpdateItem", res).map(|_| ())
     }
 
     /// Association ids this sweep has already run (StartAssociationsOnce has no token).
@@ -816,19 +818,13 @@ impl Ledger {
             cond.push_str(" AND command_id = :cmd");
             req = req.expression_attribute_values(":cmd", s(c));
         }
-        match req.condition_expression(cond).send().await {
-            Ok(o) => Ok(Some((
+        let res = req.condition_expression(cond).send().await;
+        Ok(unless_condition_failed("UpdateItem", res)?.map(|o| {
+            (
                 k.clone(),
                 attempt_of(&o.attributes.unwrap_or_default(), status),
-            ))),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
-        }
+            )
+        }))
     }
 
     /// The sweep whose unlinked claim the record of `k` is (pending, no reference), if any.
@@ -874,19 +870,12 @@ impl Ledger {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
-        match res {
-            Ok(o) => Ok(Some((
+        Ok(unless_condition_failed("UpdateItem", res)?.map(|o| {
+            (
                 k.clone(),
                 attempt_of(&o.attributes.unwrap_or_default(), status),
-            ))),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
-        }
+            )
+        }))
     }
 
     pub async fn put_json(&self, pk: &str, attr: &str, value: &str) -> Result<(), AwsCallError> {

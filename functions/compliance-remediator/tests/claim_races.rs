@@ -19,10 +19,10 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use autopilot_harness::fault_matrix::deliver_until_ok;
-use autopilot_harness::{FunctionSpec, InvokeOptions, Sandbox, TestEnv};
+use autopilot_harness::{FunctionSpec, InvokeOptions, TestEnv};
 use common::*;
 use serde_json::{Value, json};
 
@@ -59,44 +59,6 @@ async fn tenant(max_nodes: usize, overrides: &[(&str, &str)]) -> Tenant {
         .await
         .unwrap();
     Tenant { env, spec, planned }
-}
-
-async fn ready(spec: &FunctionSpec) -> Sandbox {
-    let sb = Sandbox::spawn(spec.clone()).await.unwrap();
-    sb.init_duration().await.unwrap();
-    sb
-}
-
-async fn add_rule(env: &TestEnv, mut rule: Value) -> u64 {
-    rule["tenant"] = json!(env.tenant);
-    let r = env
-        .control
-        .call("POST", "faults", Some(rule))
-        .await
-        .unwrap();
-    r["rules"][0]["id"].as_u64().unwrap()
-}
-
-async fn hits(env: &TestEnv, id: u64) -> u64 {
-    let rules = env.control.call("GET", "faults", None).await.unwrap();
-    rules["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .map_or(0, |r| r["hits"].as_u64().unwrap_or(0))
-}
-
-/// Waits until rule `id` has matched a request (it is being held in the emulator).
-async fn until_hit(env: &TestEnv, id: u64) {
-    let started = Instant::now();
-    while hits(env, id).await == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "rule {id} never matched"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 fn compliance_event(env: &TestEnv, node: &str) -> Value {
@@ -238,37 +200,6 @@ async fn a_sweep_that_read_before_an_event_claimed_the_node_skips_it_and_reports
     assert_eq!(rec["attempts"], json!(1.0), "{rec}");
 }
 
-/// Delivers `event` and SIGKILLs the process as soon as rule `watch` (a latency rule holding
-/// the request in the emulator, where it still takes effect) has matched; returns once the
-/// killed delivery's deadline has passed.
-async fn kill_when_held(t: &Tenant, event: &Value, watch: u64) {
-    let sb = ready(&t.spec).await;
-    let bytes = serde_json::to_vec(event).unwrap();
-    let opts = InvokeOptions {
-        deadline_in: Some(DEADLINE),
-        ..InvokeOptions::default()
-    };
-    let started = Instant::now();
-    let (outcome, killed) = tokio::join!(sb.invoke(&bytes, opts), async {
-        while started.elapsed() < DEADLINE {
-            if hits(&t.env, watch).await >= 1 {
-                sb.kill();
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        false
-    });
-    sb.wait_exit().await;
-    assert!(
-        killed,
-        "the held request never arrived: {:?}",
-        outcome.map(|i| i.outcome)
-    );
-    let until = started + DEADLINE + Duration::from_millis(500);
-    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
-}
-
 /// A sweep killed with its SendCommand in flight: the command goes out, no record is linked.
 /// Returns the sweep event and its command id.
 async fn killed_between_send_and_link(t: &Tenant) -> (Value, String) {
@@ -278,7 +209,7 @@ async fn killed_between_send_and_link(t: &Tenant) -> (Value, String) {
         json!({"operation": "ssm:SendCommand", "latency_ms": 3000, "max_hits": 1}),
     )
     .await;
-    kill_when_held(t, &sweep, watch).await;
+    kill_when_held(&t.spec, &t.env, &sweep, DEADLINE, watch).await;
     let cmds = sent(&t.env).await;
     assert_eq!(cmds.len(), 1, "{cmds:?}");
     for n in &t.planned {

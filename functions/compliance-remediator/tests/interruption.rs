@@ -76,12 +76,6 @@ async fn tenant(margin_seconds: &str) -> Tenant {
     Tenant { env, spec }
 }
 
-async fn ready(spec: &FunctionSpec) -> Sandbox {
-    let sb = Sandbox::spawn(spec.clone()).await.unwrap();
-    sb.init_duration().await.unwrap();
-    sb
-}
-
 /// What an uninterrupted sweep of the same fleet did.
 struct Reference {
     env: TestEnv,
@@ -146,26 +140,6 @@ async fn reference() -> Reference {
     }
 }
 
-async fn add_rule(env: &TestEnv, mut rule: Value) -> u64 {
-    rule["tenant"] = json!(env.tenant);
-    let r = env
-        .control
-        .call("POST", "faults", Some(rule))
-        .await
-        .unwrap();
-    r["rules"][0]["id"].as_u64().unwrap()
-}
-
-async fn hits(env: &TestEnv, id: u64) -> u64 {
-    let rules = env.control.call("GET", "faults", None).await.unwrap();
-    rules["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .map_or(0, |r| r["hits"].as_u64().unwrap_or(0))
-}
-
 /// Delivers `event` to a fresh sandbox and SIGKILLs it as soon as rule `watch` has seen `at`
 /// SendCommand requests; `arm` is added the moment the request before that one arrived (the
 /// watch latency holds it), so it decides the `at`-th. Returns once the killed delivery's
@@ -179,52 +153,28 @@ async fn kill_at_send(
     at: u64,
     arm: Option<Value>,
 ) {
-    let sb = ready(spec).await;
-    let bytes = serde_json::to_vec(event).unwrap();
-    let opts = InvokeOptions {
-        deadline_in: Some(lease),
-        ..InvokeOptions::default()
-    };
-    let started = Instant::now();
     let mut arm = arm;
     if at == 1
         && let Some(rule) = arm.take()
     {
         add_rule(env, rule).await;
     }
-    let (outcome, killed) = tokio::join!(sb.invoke(&bytes, opts), async {
-        while started.elapsed() < lease {
-            let seen = hits(env, watch).await;
-            if seen + 1 >= at
-                && let Some(rule) = arm.take()
-            {
-                add_rule(env, rule).await;
-            }
-            if seen >= at {
-                sb.kill();
-                eprintln!(
-                    "killed at SendCommand #{at}, {:.1} s into the delivery",
-                    started.elapsed().as_secs_f64()
-                );
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    let what = format!("SendCommand #{at}");
+    kill_when(spec, event, lease, &what, async || {
+        let seen = hits(env, watch).await;
+        if seen + 1 >= at
+            && let Some(rule) = arm.take()
+        {
+            add_rule(env, rule).await;
         }
-        false
-    });
-    sb.wait_exit().await;
-    assert!(
-        killed,
-        "SendCommand #{at} never arrived before the deadline: {:?}",
-        outcome.map(|i| i.outcome)
-    );
+        seen >= at
+    })
+    .await;
     let landed = hits(env, watch).await;
     assert_eq!(
         landed, at,
         "the kill landed late: SendCommand #{landed} arrived before the process died"
     );
-    let until = started + lease + Duration::from_millis(500);
-    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
 }
 
 /// Redelivers `event` (a fresh sandbox: the killed one is gone) until it succeeds.

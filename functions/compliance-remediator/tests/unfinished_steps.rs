@@ -15,10 +15,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use autopilot_harness::fault_matrix::deliver_until_ok;
-use autopilot_harness::{FunctionSpec, InvokeOptions, Sandbox, TestEnv};
+use autopilot_harness::{FunctionSpec, InvokeOptions, TestEnv};
 use common::*;
 use serde_json::{Value, json};
 
@@ -63,63 +63,6 @@ async fn tenant() -> Tenant {
         spec.env.insert(k.into(), v.into());
     }
     Tenant { env, spec, planned }
-}
-
-async fn ready(spec: &FunctionSpec) -> Sandbox {
-    let sb = Sandbox::spawn(spec.clone()).await.unwrap();
-    sb.init_duration().await.unwrap();
-    sb
-}
-
-async fn add_rule(env: &TestEnv, mut rule: Value) -> u64 {
-    rule["tenant"] = json!(env.tenant);
-    let r = env
-        .control
-        .call("POST", "faults", Some(rule))
-        .await
-        .unwrap();
-    r["rules"][0]["id"].as_u64().unwrap()
-}
-
-async fn hits(env: &TestEnv, id: u64) -> u64 {
-    let rules = env.control.call("GET", "faults", None).await.unwrap();
-    rules["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .map_or(0, |r| r["hits"].as_u64().unwrap_or(0))
-}
-
-/// Delivers `event` and SIGKILLs the process as soon as rule `watch` (a latency rule that
-/// holds the request in the emulator, where it still takes effect) has matched once; returns
-/// once the killed delivery's claim has expired, as Lambda's retry would wait.
-async fn kill_when_held(t: &Tenant, event: &Value, watch: u64) {
-    let sb = ready(&t.spec).await;
-    let bytes = serde_json::to_vec(event).unwrap();
-    let opts = InvokeOptions {
-        deadline_in: Some(KILLED_LEASE),
-        ..InvokeOptions::default()
-    };
-    let started = Instant::now();
-    let (outcome, killed) = tokio::join!(sb.invoke(&bytes, opts), async {
-        while started.elapsed() < KILLED_LEASE {
-            if hits(&t.env, watch).await >= 1 {
-                sb.kill();
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        false
-    });
-    sb.wait_exit().await;
-    assert!(
-        killed,
-        "the held request never arrived: {:?}",
-        outcome.map(|i| i.outcome)
-    );
-    let until = started + KILLED_LEASE + Duration::from_millis(500);
-    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
 }
 
 /// Delivers `event` to a fresh sandbox until it succeeds; returns the redeliveries needed.
@@ -221,7 +164,7 @@ async fn a_sweep_killed_while_recording_commands_every_planned_node_on_redeliver
         json!({"operation": "dynamodb:UpdateItem", "latency_ms": 3000, "max_hits": 1}),
     )
     .await;
-    kill_when_held(&t, &event, watch).await;
+    kill_when_held(&t.spec, &t.env, &event, KILLED_LEASE, watch).await;
     assert_eq!(calls(&t.env, "ssm:SendCommand").await, 0);
     let mut recorded = 0;
     for n in &t.planned {
@@ -255,7 +198,7 @@ async fn killed_between_send_and_link(patch_effect: bool) {
         json!({"operation": "ssm:SendCommand", "latency_ms": 3000, "max_hits": 1}),
     )
     .await;
-    kill_when_held(&t, &event, watch).await;
+    kill_when_held(&t.spec, &t.env, &event, KILLED_LEASE, watch).await;
     assert_eq!(calls(&t.env, "ssm:SendCommand").await, 1);
     for n in &t.planned {
         let rec = attempt(&t.env, n, "Patch").await.unwrap();

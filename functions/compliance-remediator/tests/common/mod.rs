@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use autopilot_harness::{FunctionSpec, InvokeOptions, Sandbox, TestEnv};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -307,4 +308,105 @@ pub async fn command_targets(env: &TestEnv) -> Vec<Vec<String>> {
         .collect();
     all.sort();
     all
+}
+
+/// A sandbox past its init, ready for its first invocation.
+pub async fn ready(spec: &FunctionSpec) -> Sandbox {
+    let sb = Sandbox::spawn(spec.clone()).await.unwrap();
+    sb.init_duration().await.unwrap();
+    sb
+}
+
+/// Adds a fault rule for the test's tenant; returns its id.
+pub async fn add_rule(env: &TestEnv, mut rule: Value) -> u64 {
+    rule["tenant"] = json!(env.tenant);
+    let r = env
+        .control
+        .call("POST", "faults", Some(rule))
+        .await
+        .unwrap();
+    r["rules"][0]["id"].as_u64().unwrap()
+}
+
+/// How many requests fault rule `id` has matched.
+pub async fn hits(env: &TestEnv, id: u64) -> u64 {
+    let rules = env.control.call("GET", "faults", None).await.unwrap();
+    rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .map_or(0, |r| r["hits"].as_u64().unwrap_or(0))
+}
+
+/// Waits until rule `id` has matched a request (it is being held in the emulator).
+pub async fn until_hit(env: &TestEnv, id: u64) {
+    let started = Instant::now();
+    while hits(env, id).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "rule {id} never matched"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Delivers `event` to a fresh sandbox with `deadline` left and SIGKILLs the process the
+/// moment `due` (polled every 5 ms) says so; returns once the killed delivery's deadline has
+/// passed, as Lambda's retry would wait. Fails (instead of waiting on a live process) when
+/// `due` never held before the deadline; `what` names the kill point in messages.
+pub async fn kill_when(
+    spec: &FunctionSpec,
+    event: &Value,
+    deadline: Duration,
+    what: &str,
+    mut due: impl AsyncFnMut() -> bool,
+) {
+    let sb = ready(spec).await;
+    let bytes = serde_json::to_vec(event).unwrap();
+    let opts = InvokeOptions {
+        deadline_in: Some(deadline),
+        ..InvokeOptions::default()
+    };
+    let started = Instant::now();
+    let (outcome, killed) = tokio::join!(sb.invoke(&bytes, opts), async {
+        while started.elapsed() < deadline {
+            if due().await {
+                sb.kill();
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    });
+    // A delivery that finished is still waiting for its next event: end it either way.
+    sb.kill();
+    sb.wait_exit().await;
+    assert!(
+        killed,
+        "{what} never came before the deadline: {:?}",
+        outcome.map(|i| i.outcome)
+    );
+    eprintln!(
+        "killed at {what}, {:.1} s into the delivery",
+        started.elapsed().as_secs_f64()
+    );
+    let until = started + deadline + Duration::from_millis(500);
+    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+}
+
+/// [`kill_when`] rule `watch` (a latency rule holding the request in the emulator, where it
+/// still takes effect) has matched.
+pub async fn kill_when_held(
+    spec: &FunctionSpec,
+    env: &TestEnv,
+    event: &Value,
+    deadline: Duration,
+    watch: u64,
+) {
+    let what = format!("the request held by rule {watch}");
+    kill_when(spec, event, deadline, &what, async || {
+        hits(env, watch).await >= 1
+    })
+    .await;
 }

@@ -1,7 +1,8 @@
 //! Parameter Store documents (opsitem-creator rules, incident-response plans,
 //! compliance-remediator policy), JSON or YAML: parse + validate never panics, a rejected
 //! document's error carries only the parameter name and a location (the document may be a
-//! SecureString), and a document that validates drives the pure decisions that consume it
+//! SecureString), one that fails validation only positions and fixed problems, and a
+//! document that validates drives the pure decisions that consume it
 //! without breaking their guarantees.
 #![no_main]
 
@@ -65,12 +66,19 @@ fn is_location(s: &str) -> bool {
 }
 
 fn rules(text: &str) {
-    use opsitem_creator::rules::RuleSet;
+    use opsitem_creator::rules::{RuleSet, RulesError};
     let Some(set) = parse::<RuleSet>(text) else {
         return;
     };
-    if set.validate().map_err(|e| e.to_string()).is_err() {
-        return;
+    // A rejected rule is named by its position and a fixed problem, never by its text.
+    match set.validate() {
+        Ok(()) => {}
+        Err(e @ RulesError::Invalid { index, problem }) => {
+            assert!(index < set.rules.len(), "{e}");
+            assert_eq!(e.to_string(), format!("rules[{index}]: {problem}"));
+            return;
+        }
+        Err(e @ RulesError::BuiltIn) => panic!("{e}"),
     }
     for raw in OPSITEM_EVENTS {
         let Ok(event) = classify(raw) else { continue };
@@ -87,12 +95,32 @@ fn rules(text: &str) {
 fn plans(text: &str) {
     use incident_response::decide::{Decision, Gate, MAX_TITLE, RunbookStep, Situation, decide};
     use incident_response::facts::{Reading, read};
-    use incident_response::plans::PlanSet;
+    use incident_response::plans::{PlanSet, PlansError};
     let Some(set) = parse::<PlanSet>(text) else {
         return;
     };
-    if set.validate().map_err(|e| e.to_string()).is_err() {
-        return;
+    // A rejected plan is named by its position and a fixed problem, never by its text.
+    match set.validate() {
+        Ok(()) => {}
+        Err(
+            e @ PlansError::Invalid {
+                plan,
+                runbook,
+                problem,
+            },
+        ) => {
+            assert!(plan < set.plans.len(), "{e}");
+            let at = match runbook {
+                Some(r) => {
+                    assert!(r < set.plans[plan].runbooks.len(), "{e}");
+                    format!("plans[{plan}].runbooks[{r}]")
+                }
+                None => format!("plans[{plan}]"),
+            };
+            assert_eq!(e.to_string(), format!("{at}: {problem}"));
+            return;
+        }
+        Err(e @ PlansError::BuiltIn) => panic!("{e}"),
     }
     let _ = set.documents();
     let Some(now) = chrono::DateTime::from_timestamp(1_773_500_000, 0) else {

@@ -82,10 +82,24 @@ pub struct Runbook {
     pub disruptive: bool,
 }
 
+/// Where a plan is wrong, by position (`plans[2].runbooks[0]`), never by its text: the
+/// document may be a SecureString.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlansError {
-    #[error("response plan {plan}: {problem}")]
-    Invalid { plan: String, problem: String },
+    #[error("plans[{plan}]{}: {problem}", runbook_path(*.runbook))]
+    Invalid {
+        plan: usize,
+        runbook: Option<usize>,
+        problem: &'static str,
+    },
+    #[error("the built-in plans do not parse")]
+    BuiltIn,
+}
+
+fn runbook_path(runbook: Option<usize>) -> String {
+    runbook
+        .map(|r| format!(".runbooks[{r}]"))
+        .unwrap_or_default()
 }
 
 const KINDS: [&str; 5] = [
@@ -114,51 +128,61 @@ impl PlanSet {
     /// Checks what would fail later, so a bad document fails at load, not per event.
     pub fn validate(&self) -> Result<(), PlansError> {
         let mut names = std::collections::BTreeSet::new();
-        for p in &self.plans {
-            let bad = |problem: String| {
+        for (plan, p) in self.plans.iter().enumerate() {
+            let bad = |problem| {
                 Err(PlansError::Invalid {
-                    plan: p.name.clone(),
+                    plan,
+                    runbook: None,
                     problem,
                 })
             };
             if p.name.trim().is_empty() || !is_safe_token(&p.name) || p.name.contains('#') {
-                return bad("name is empty or has forbidden characters".into());
+                return bad("name is empty or has forbidden characters");
             }
             if !names.insert(p.name.as_str()) {
-                return bad("name is not unique".into());
+                return bad("name is not unique");
             }
             if !KINDS.contains(&p.matcher.kind.as_str()) {
-                return bad(format!("match.kind must be one of {KINDS:?}"));
+                return bad(
+                    "match.kind must be alarm, guardduty, ec2-state-change, spot-interruption or health",
+                );
             }
             if !(1..=5).contains(&p.impact) {
-                return bad("impact must be 1 to 5".into());
+                return bad("impact must be 1 to 5");
             }
             if p.title.trim().is_empty() {
-                return bad("title is empty".into());
+                return bad("title is empty");
             }
             if p.category
                 .as_deref()
                 .is_some_and(|c| !CATEGORIES.contains(&c))
             {
-                return bad(format!("category must be one of {CATEGORIES:?}"));
+                return bad(
+                    "category must be Availability, Cost, Performance, Recovery or Security",
+                );
             }
-            for r in &p.runbooks {
+            for (runbook, r) in p.runbooks.iter().enumerate() {
+                let bad = |problem| {
+                    Err(PlansError::Invalid {
+                        plan,
+                        runbook: Some(runbook),
+                        problem,
+                    })
+                };
                 if !is_document_name(&r.document) {
-                    return bad(format!(
-                        "runbook {:?} is not a valid document name",
-                        r.document
-                    ));
+                    return bad("document is not a valid SSM document name");
                 }
                 for (k, v) in &r.parameters {
                     if !is_document_name(k) {
-                        return bad(format!("runbook parameter name {k:?} is invalid"));
+                        return bad("a parameter name is not a valid SSM parameter name");
                     }
-                    for var in template_vars(v) {
-                        if !KNOWN_VARS.contains(&var.as_str()) {
-                            return bad(format!(
-                                "runbook parameter {k} uses unknown {{{{ {var} }}}}"
-                            ));
-                        }
+                    if template_vars(v)
+                        .iter()
+                        .any(|var| !KNOWN_VARS.contains(&var.as_str()))
+                    {
+                        return bad(
+                            "a parameter value uses a template variable that is not one of the documented ones",
+                        );
                     }
                 }
             }
@@ -233,10 +257,7 @@ pub fn template_vars(t: &str) -> Vec<String> {
 pub const DEFAULT_PLANS: &str = include_str!("default_plans.yaml");
 
 pub fn default_plans() -> Result<PlanSet, PlansError> {
-    let set: PlanSet = serde_norway::from_str(DEFAULT_PLANS).map_err(|e| PlansError::Invalid {
-        plan: "built-in".into(),
-        problem: format!("does not parse: {e}"),
-    })?;
+    let set: PlanSet = serde_norway::from_str(DEFAULT_PLANS).map_err(|_| PlansError::BuiltIn)?;
     set.validate()?;
     Ok(set)
 }
@@ -264,8 +285,21 @@ mod tests {
         p.plans[0].impact = 0;
         assert!(p.validate().is_err());
         let mut p = base.clone();
-        p.plans[0].runbooks[0].document = "AWS-X; reboot".into();
-        assert!(p.validate().is_err());
+        p.plans[0].runbooks[0].document = "AWS-X; s3cr3t".into();
+        let err = p.validate().unwrap_err();
+        assert_eq!(
+            err,
+            PlansError::Invalid {
+                plan: 0,
+                runbook: Some(0),
+                problem: "document is not a valid SSM document name"
+            }
+        );
+        // Named by position only: the document may be a SecureString.
+        assert_eq!(
+            err.to_string(),
+            "plans[0].runbooks[0]: document is not a valid SSM document name"
+        );
         let mut p = base.clone();
         p.plans[0].runbooks[0]
             .parameters
@@ -273,10 +307,16 @@ mod tests {
         assert!(p.validate().is_err());
         let mut p = base.clone();
         p.plans[1].name = p.plans[0].name.clone();
-        assert!(p.validate().is_err());
+        assert_eq!(
+            p.validate().unwrap_err().to_string(),
+            "plans[1]: name is not unique"
+        );
         let mut p = base;
         p.plans[0].matcher.kind = "securityhub".into();
-        assert!(p.validate().is_err());
+        let message = p.validate().unwrap_err().to_string();
+        for kind in KINDS {
+            assert!(message.contains(kind), "{message}");
+        }
         let yaml = "plans:\n  - name: x\n    match: {kind: alarm}\n    impact: 2\n    title: t\n    surprise: 1\n";
         assert!(serde_norway::from_str::<PlanSet>(yaml).is_err());
     }

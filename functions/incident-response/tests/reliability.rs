@@ -29,6 +29,8 @@ async fn secure_string_configuration_never_reaches_logs_or_audit_events() {
         param_env: "RESPONSE_PLANS_PARAMETER",
         default_document: &default,
         audit_source: "ssm-autopilot.incident-response",
+        rejected_document: "plans:\n  - name: \"{secret}#\"\n    match: {kind: alarm}\n    impact: 2\n    title: t\n",
+        rejected_error_type: "ResponsePlansInvalid",
     })
     .await
     .unwrap();

@@ -75,10 +75,13 @@ pub struct Test {
     pub below: Option<f64>,
 }
 
+/// A rule is named by its position, never by its text: the document may be a SecureString.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RulesError {
-    #[error("rule {rule}: {problem}")]
-    Invalid { rule: String, problem: &'static str },
+    #[error("rules[{index}]: {problem}")]
+    Invalid { index: usize, problem: &'static str },
+    #[error("the built-in rules do not parse")]
+    BuiltIn,
 }
 
 const CATEGORIES: [&str; 5] = [
@@ -92,13 +95,8 @@ const CATEGORIES: [&str; 5] = [
 impl RuleSet {
     /// Checks what OpsCenter would reject, so a bad rule fails at load, not per event.
     pub fn validate(&self) -> Result<(), RulesError> {
-        for r in &self.rules {
-            let bad = |problem| {
-                Err(RulesError::Invalid {
-                    rule: r.name.clone(),
-                    problem,
-                })
-            };
+        for (index, r) in self.rules.iter().enumerate() {
+            let bad = |problem| Err(RulesError::Invalid { index, problem });
             if !matches!(r.severity.as_str(), "1" | "2" | "3" | "4") {
                 return bad("severity must be \"1\" to \"4\"");
             }
@@ -176,10 +174,7 @@ impl Condition {
 pub const DEFAULT_RULES: &str = include_str!("default_rules.yaml");
 
 pub fn default_rules() -> Result<RuleSet, RulesError> {
-    let set: RuleSet = serde_norway::from_str(DEFAULT_RULES).map_err(|_| RulesError::Invalid {
-        rule: "built-in".into(),
-        problem: "does not parse",
-    })?;
+    let set: RuleSet = serde_norway::from_str(DEFAULT_RULES).map_err(|_| RulesError::BuiltIn)?;
     set.validate()?;
     Ok(set)
 }
@@ -242,8 +237,18 @@ mod tests {
     #[test]
     fn invalid_rules_are_rejected() {
         let mut r = default_rules().unwrap();
-        r.rules[0].severity = "9".into();
-        assert!(r.validate().is_err());
+        r.rules[1].severity = "9".into();
+        r.rules[1].name = "s3cr3t-name".into();
+        let err = r.validate().unwrap_err();
+        assert_eq!(
+            err,
+            RulesError::Invalid {
+                index: 1,
+                problem: "severity must be \"1\" to \"4\""
+            }
+        );
+        // Named by position only: the document may be a SecureString.
+        assert_eq!(err.to_string(), "rules[1]: severity must be \"1\" to \"4\"");
         let mut r = default_rules().unwrap();
         r.rules[0].category = Some("Compliance".into());
         assert!(r.validate().is_err());

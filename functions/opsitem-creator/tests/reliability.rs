@@ -29,6 +29,8 @@ async fn secure_string_configuration_never_reaches_logs_or_audit_events() {
         param_env: "RULES_PARAMETER",
         default_document: &default,
         audit_source: "ssm-autopilot.opsitem-creator",
+        rejected_document: "rules:\n  - name: {secret}\n    match: {kind: alarm}\n    title: t\n    severity: \"9\"\n",
+        rejected_error_type: "RulesInvalid",
     })
     .await
     .unwrap();

@@ -246,6 +246,8 @@ pub struct SecretScan {
     pub audit_events: usize,
     /// Log lines, audit events and responses/errors that contain the secret.
     pub leaks: Vec<String>,
+    /// Each invocation's response, or `<error type>: <message>`.
+    pub responses: Vec<String>,
 }
 
 /// One secret scan: `binary` runs with its configuration document `param_env` pointing at a
@@ -312,6 +314,7 @@ pub async fn scan_for_secret(
         log_lines: logs.len(),
         audit_events: audit.len(),
         leaks: found,
+        responses,
     })
 }
 
@@ -873,25 +876,33 @@ pub struct SecretContract<'a> {
     /// The documented default document, which the secret is added to as a YAML comment.
     pub default_document: &'a std::path::Path,
     pub audit_source: &'a str,
+    /// A document that parses and fails the function's validation, with `{secret}` where the
+    /// secret goes (in a name, the part an error message would quote).
+    pub rejected_document: &'a str,
+    /// The error type the function answers `rejected_document` with.
+    pub rejected_error_type: &'a str,
 }
 
-/// The SecureString contract of one function: a valid document and one that does not parse,
-/// both holding a fresh secret, run with every sample event; returns every leak and anything
+/// The SecureString contract of one function: a valid document, one that does not parse and
+/// one that fails validation, each holding a fresh secret, run with every sample event; returns every leak and anything
 /// that made the scan hollow (no log lines, missed invocations).
 pub async fn secret_problems(c: &SecretContract<'_>) -> Result<Vec<String>, HarnessError> {
     let env = TestEnv::new().await?;
     let secret = format!("s3cr3t-{}", uuid::Uuid::new_v4().simple());
-    let events: Vec<Value> = fresh_samples(&env, c.binary)?
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
     let default = std::fs::read_to_string(c.default_document)
         .map_err(HarnessError::io("default document"))?;
     let valid = format!("# api-token: {secret}\n{default}");
     // The same secret inside a document that does not parse: the error path must not quote it.
     let invalid = format!("rules: [unclosed {secret}\n  - {{ : ");
+    let rejected = c.rejected_document.replace("{secret}", &secret);
     let mut problems = Vec::new();
-    for document in [valid.as_str(), invalid.as_str()] {
+    for document in [valid.as_str(), invalid.as_str(), rejected.as_str()] {
+        // Fresh event ids for each document: a repeat would be answered from the idempotency
+        // record of the previous scan without loading the document at all.
+        let events: Vec<Value> = fresh_samples(&env, c.binary)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
         let scan = scan_for_secret(
             &env,
             &SecretCase {
@@ -911,6 +922,23 @@ pub async fn secret_problems(c: &SecretContract<'_>) -> Result<Vec<String>, Harn
                 scan.log_lines,
                 scan.invocations,
                 events.len()
+            ));
+        }
+        // A scan of a bad document means something only if the function loaded it.
+        if document == invalid && scan.responses.iter().all(|r| r.starts_with('{')) {
+            problems.push("the unparseable document was never refused".to_owned());
+        }
+        let rejected_by_validation = format!("{}: ", c.rejected_error_type);
+        if document == rejected
+            && !scan
+                .responses
+                .iter()
+                .any(|r| r.starts_with(&rejected_by_validation))
+        {
+            problems.push(format!(
+                "the rejected document was not refused by validation ({}): {:?}",
+                c.rejected_error_type,
+                scan.responses.first()
             ));
         }
         problems.extend(

@@ -17,10 +17,17 @@ use libfuzzer_sys::fuzz_target;
 const NAME: &str = "/autopilot/fuzz";
 
 /// Sample events the decisions run on (the same files the tests replay).
-const OPSITEM_EVENTS: [&[u8]; 4] = [
+const OPSITEM_EVENTS: [&[u8]; 11] = [
+    include_bytes!("../../events/opsitem-creator/alarm-composite.json"),
     include_bytes!("../../events/opsitem-creator/alarm-metric-alarm.json"),
+    include_bytes!("../../events/opsitem-creator/alarm-metric-ok.json"),
+    include_bytes!("../../events/opsitem-creator/automation-failed.json"),
+    include_bytes!("../../events/opsitem-creator/ec2-spot-interruption.json"),
+    include_bytes!("../../events/opsitem-creator/ec2-stopped.json"),
     include_bytes!("../../events/opsitem-creator/guardduty-finding-high.json"),
+    include_bytes!("../../events/opsitem-creator/health-ec2-scheduled-change.json"),
     include_bytes!("../../events/opsitem-creator/securityhub-finding-new.json"),
+    include_bytes!("../../events/opsitem-creator/securityhub-finding-resolved.json"),
     include_bytes!("../../events/opsitem-creator/ssm-compliance-noncompliant.json"),
 ];
 const INCIDENT_EVENTS: [&[u8]; 5] = [
@@ -80,15 +87,45 @@ fn rules(text: &str) {
         }
         Err(e @ RulesError::BuiltIn) => panic!("{e}"),
     }
+    use opsitem_creator::decide::{
+        Action, MAX_DATA_VALUE, MAX_DESCRIPTION, MAX_RESOURCES, MAX_TITLE, plan,
+    };
+    let states = ["stopped".to_owned(), "terminated".to_owned()];
     for raw in OPSITEM_EVENTS {
-        let Ok(event) = classify(raw) else { continue };
-        let envelope: serde_json::Value = serde_json::from_slice(raw).unwrap_or_default();
-        let detail = envelope.get("detail").cloned().unwrap_or_default();
-        let kind = event.kind();
-        if let Some(rule) = set.find(kind, |ptr| detail.pointer(ptr).cloned()) {
-            assert_eq!(rule.matcher.kind, kind);
+        let Ok(event) = autopilot_shared::events::classify_raw(raw) else {
+            continue;
+        };
+        let actions = plan(&event, &set, &states, None);
+        assert!(!actions.is_empty());
+        assert_eq!(actions, plan(&event, &set, &states, None), "deterministic");
+        for action in &actions {
+            let Action::Open(d) = action else { continue };
+            // Whatever the rule's templates say, the draft is one CreateOpsItem accepts.
+            let rule = set.rules.iter().find(|r| r.name == d.rule);
+            assert!(
+                rule.is_some_and(|r| r.matcher.kind == event.event.kind()),
+                "{d:?}"
+            );
+            assert!(
+                !d.title.trim().is_empty() && d.title.len() <= MAX_TITLE,
+                "{d:?}"
+            );
+            assert!(
+                !d.description.trim().is_empty() && d.description.len() <= MAX_DESCRIPTION,
+                "{d:?}"
+            );
+            assert!(
+                matches!(d.severity.as_str(), "1" | "2" | "3" | "4"),
+                "{d:?}"
+            );
+            assert!(!d.dedup.is_empty() && d.resource_arns.len() <= MAX_RESOURCES);
+            for (key, (_, value)) in &d.operational_data {
+                assert!(
+                    !value.trim().is_empty() && value.len() <= MAX_DATA_VALUE,
+                    "{key}"
+                );
+            }
         }
-        let _ = set.resolves(kind);
     }
 }
 

@@ -19,5 +19,9 @@ fuzz_target!(|input: &str| {
     let Ok(value) = serde_json::from_str::<serde_json::Value>(doc) else {
         return;
     };
-    assert_eq!(got.as_ref(), value.pointer(pointer), "{pointer:?} in {doc:?}");
+    assert_eq!(
+        got.as_ref(),
+        value.pointer(pointer),
+        "{pointer:?} in {doc:?}"
+    );
 });

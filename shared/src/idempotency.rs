@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::digest::sha256_hex;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 
 const STATUS_IN_PROGRESS: &str = "INPROGRESS";
 const STATUS_COMPLETE: &str = "COMPLETE";
@@ -86,10 +86,6 @@ fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
         }
         scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
     }
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@ pub mod audit;
 #[cfg(feature = "aws")]
 pub mod clients;
 pub mod config;
+pub mod digest;
 pub mod document;
 #[cfg(feature = "aws")]
 pub mod error;

@@ -89,6 +89,14 @@ pub fn run() -> Result<(), String> {
 
     step("cargo fmt --check");
     crate::run(cargo().args(["fmt", "--all", "--check"]))?;
+    // The fuzz crate is a workspace of its own: `--all` does not reach it.
+    crate::run(cargo().args([
+        "fmt",
+        "--all",
+        "--check",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+    ]))?;
 
     step("cfn-lint template.yaml");
     let venv = tools_venv()?;

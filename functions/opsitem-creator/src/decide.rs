@@ -91,7 +91,15 @@ fn draft(
     rule: &crate::rules::Rule,
     default_topic: Option<&str>,
 ) -> Draft {
-    let title = truncate(&render(&rule.title, &f.vars), MAX_TITLE);
+    let rendered = render(&rule.title, &f.vars);
+    // A title made only of variables this event lacks renders blank, which CreateOpsItem
+    // rejects on every delivery: name the event and the rule instead.
+    let title = if rendered.trim().is_empty() {
+        format!("{} ({})", event.detail_type(), rule.name)
+    } else {
+        rendered
+    };
+    let title = truncate(&title, MAX_TITLE);
     let description = match rule.description.as_deref().map(|d| render(d, &f.vars)) {
         Some(d) if !d.trim().is_empty() => d,
         _ => title.clone(),
@@ -247,6 +255,26 @@ mod tests {
             d.topic.as_deref(),
             Some("arn:aws:sns:us-east-1:123456789012:t")
         );
+    }
+
+    #[test]
+    fn a_title_that_renders_blank_names_the_event_and_rule() {
+        let raw = sample("alarm-metric-alarm.json");
+        let ev = classify_raw(&raw).unwrap();
+        let mut rules = default_rules().unwrap();
+        for r in &mut rules.rules {
+            r.title = " {{ no_such_variable }} ".into();
+            r.description = None;
+        }
+        let actions = plan(&ev, &rules, &[], None);
+        let Action::Open(d) = &actions[0] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(
+            d.title,
+            format!("CloudWatch Alarm State Change ({})", d.rule)
+        );
+        assert_eq!(d.description, d.title);
     }
 
     #[test]

@@ -118,7 +118,7 @@ fn dedup(parts: &[&str]) -> String {
         let head: String = s.chars().take(64).collect();
         format!(
             "{head}#{}",
-            &autopilot_shared::idempotency::sha256_hex(s.as_bytes())[..32]
+            &autopilot_shared::digest::sha256_hex(s.as_bytes())[..32]
         )
     }
 }

@@ -5,15 +5,13 @@
 //! [`ledger`] are the adapters that execute it; [`handler::handle`] ties them together,
 //! once per event.
 //!
-//! Without the default `aws` feature only [`rules`] and [`config`] build (no SDKs): the
-//! documents fuzz target links the crate that way.
+//! Without the default `aws` feature only the pure parts build ([`rules`], [`config`],
+//! [`facts`], [`decide`]; no SDKs): the documents fuzz target links the crate that way.
 
 pub mod config;
-#[cfg(feature = "aws")]
 pub mod decide;
 #[cfg(feature = "aws")]
 pub mod error;
-#[cfg(feature = "aws")]
 pub mod facts;
 #[cfg(feature = "aws")]
 pub mod handler;

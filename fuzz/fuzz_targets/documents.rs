@@ -189,7 +189,10 @@ fn plans(text: &str) {
         let Decision::Open(open) = decision else {
             continue;
         };
-        assert!(open.title.len() <= MAX_TITLE);
+        assert!(
+            !open.title.trim().is_empty() && open.title.len() <= MAX_TITLE,
+            "{open:?}"
+        );
         for step in &open.runbooks {
             if let RunbookStep::Start {
                 parameters,

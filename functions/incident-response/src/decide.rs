@@ -207,7 +207,15 @@ pub fn decide(facts: &Facts, plans: &PlanSet, plan: Option<&Plan>, s: &Situation
             reason: format!("{} carries the exemption tag {tag}", facts.resource),
         };
     }
-    let title = truncate(&render(&plan.title, &facts.vars), MAX_TITLE);
+    let rendered = render(&plan.title, &facts.vars);
+    // A title made only of variables this event lacks renders blank, which StartIncident and
+    // CreateOpsItem reject on every delivery: name the event and the plan instead.
+    let title = if rendered.trim().is_empty() {
+        format!("{} {} ({})", facts.kind, facts.resource, plan.name)
+    } else {
+        rendered
+    };
+    let title = truncate(&title, MAX_TITLE);
     let resource_key = facts.resource_key();
     let topic = plan
         .notification_topic
@@ -495,6 +503,22 @@ mod tests {
             panic!()
         };
         assert_ne!(o2.runbooks[0], o.runbooks[0]);
+    }
+
+    #[test]
+    fn a_title_that_renders_blank_names_the_event_and_plan() {
+        let f = facts("guardduty-finding-high.json");
+        let mut plans = default_plans().unwrap();
+        for p in &mut plans.plans {
+            p.title = " {{ no_such_variable }} ".into();
+        }
+        let Decision::Open(o) = decide(&f, &plans, plans.find(&f), &situation()) else {
+            panic!()
+        };
+        assert_eq!(
+            o.title,
+            format!("guardduty {} (guardduty-ec2-high)", f.resource)
+        );
     }
 
     #[test]

@@ -18,5 +18,8 @@ pub mod logging;
 #[cfg(feature = "aws")]
 pub mod metrics;
 #[cfg(feature = "aws")]
+pub mod notify;
+#[cfg(feature = "aws")]
 pub mod params;
 pub mod raw_pointer;
+pub mod template;

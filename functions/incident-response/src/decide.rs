@@ -10,8 +10,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::facts::{Facts, render};
-use crate::plans::{Plan, PlanSet, Respond, template_vars};
+use autopilot_shared::template::{render, variables};
+
+use crate::facts::Facts;
+use crate::plans::{Plan, PlanSet, Respond};
 
 pub const MAX_TITLE: usize = 1024;
 
@@ -167,8 +169,7 @@ pub fn runbook_parameters(
                 "parameter {name} is empty: the event does not provide {t}"
             ));
         }
-        let wants_node =
-            name.ends_with("InstanceId") || template_vars(t).iter().any(|v| v == "instance_id");
+        let wants_node = name.ends_with("InstanceId") || variables(t).any(|v| v == "instance_id");
         if wants_node && !is_managed_node_id(&value) {
             return Err(format!(
                 "parameter {name} is not an instance id (i-… or mi-…)"

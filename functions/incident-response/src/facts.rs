@@ -206,26 +206,6 @@ pub fn read(event: &AutopilotEvent) -> Reading {
     }))
 }
 
-/// Fills `{{ name }}` placeholders; unknown or absent names render empty.
-pub fn render(template: &str, vars: &BTreeMap<&'static str, String>) -> String {
-    let mut out = String::with_capacity(template.len() + 32);
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        if let Some(v) = vars.get(after[..end].trim()) {
-            out.push_str(v);
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,13 +250,5 @@ mod tests {
                 ..
             }
         ));
-    }
-
-    #[test]
-    fn render_fills_known_and_blanks_unknown() {
-        let mut v = BTreeMap::new();
-        v.insert("a", "x".to_owned());
-        assert_eq!(render("{{ a }}-{{b}}-{{a}}", &v), "x--x");
-        assert_eq!(render("open {{ a", &v), "open {{ a");
     }
 }

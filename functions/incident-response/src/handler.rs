@@ -731,30 +731,9 @@ async fn notify(
     let Some(topic) = topic else {
         return Ok(());
     };
-    // SNS subjects: ASCII without control characters, at most 100 characters.
-    let subject: String = subject
-        .chars()
-        .take(100)
-        .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    deps.sns
-        .publish()
-        .topic_arn(topic)
-        .subject(subject)
-        .message(message.to_string())
-        .send()
+    autopilot_shared::notify::publish(&deps.sns, topic, subject, &message)
         .await
-        .map_err(|e| {
-            IncidentError::Aws(autopilot_shared::error::AwsCallError::from_sdk(
-                "Publish", e,
-            ))
-        })?;
+        .map_err(IncidentError::Aws)?;
     Ok(())
 }
 

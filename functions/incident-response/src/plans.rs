@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use autopilot_shared::events::ids::is_safe_token;
+use autopilot_shared::template::variables;
 use serde::{Deserialize, Serialize};
 
 use crate::facts::{Facts, KNOWN_VARS};
@@ -176,10 +177,7 @@ impl PlanSet {
                     if !is_document_name(k) {
                         return bad("a parameter name is not a valid SSM parameter name");
                     }
-                    if template_vars(v)
-                        .iter()
-                        .any(|var| !KNOWN_VARS.contains(&var.as_str()))
-                    {
+                    if variables(v).any(|var| !KNOWN_VARS.contains(&var)) {
                         return bad(
                             "a parameter value uses a template variable that is not one of the documented ones",
                         );
@@ -238,19 +236,6 @@ impl Matcher {
                     .iter()
                     .any(|c| c == var("event_type_category")))
     }
-}
-
-/// Names used in `{{ name }}` placeholders.
-pub fn template_vars(t: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = t;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else { break };
-        out.push(after[..end].trim().to_owned());
-        rest = &after[end + 2..];
-    }
-    out
 }
 
 /// The plans used when no parameter exists; documented in the file itself.

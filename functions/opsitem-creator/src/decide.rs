@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use autopilot_shared::events::{AutopilotEvent, Classified};
 use serde::Serialize;
 
-use crate::facts::{Facts, RawDetail, Signal, facts, render};
+use autopilot_shared::template::render;
+
+use crate::facts::{Facts, RawDetail, Signal, facts};
 use crate::rules::RuleSet;
 
 pub const MAX_TITLE: usize = 1024;

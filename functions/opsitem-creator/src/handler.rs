@@ -444,37 +444,14 @@ async fn notify(deps: &Deps, draft: &Draft, id: &str) -> Result<(), OpsItemError
     let Some(topic) = &draft.topic else {
         return Ok(());
     };
-    let subject: String = format!("[ssm-autopilot] {id}: {}", draft.title)
-        .chars()
-        .take(100)
-        .collect();
-    // SNS subjects must be ASCII without control characters.
-    let subject: String = subject
-        .chars()
-        .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
+    let subject = format!("[ssm-autopilot] {id}: {}", draft.title);
     let message = serde_json::json!({
         "opsItemId": id, "title": draft.title, "severity": draft.severity,
         "category": draft.category, "dedup": draft.dedup, "resources": draft.resource_arns,
     });
-    deps.sns
-        .publish()
-        .topic_arn(topic)
-        .subject(subject)
-        .message(message.to_string())
-        .send()
+    autopilot_shared::notify::publish(&deps.sns, topic, &subject, &message)
         .await
-        .map_err(|e| {
-            OpsItemError::Aws(autopilot_shared::error::AwsCallError::from_sdk(
-                "Publish", e,
-            ))
-        })?;
+        .map_err(OpsItemError::Aws)?;
     Ok(())
 }
 

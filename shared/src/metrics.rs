@@ -73,6 +73,16 @@ impl Metrics {
         self.add(name, 1.0);
     }
 
+    /// A failed invocation: `Errors`, its error type as a property, and `Throttled` when AWS
+    /// throttled it (the figure operators alarm on to raise quotas or spread schedules).
+    pub fn failed(&mut self, error_type: &str, throttled: bool) {
+        self.count("Errors");
+        self.property("errorType", error_type);
+        if throttled {
+            self.count("Throttled");
+        }
+    }
+
     /// A searchable, non-metric field (e.g. the event id) carried on the EMF line.
     pub fn property(&mut self, key: &str, value: impl Into<Value>) {
         self.properties.insert(key.to_owned(), value.into());
@@ -163,6 +173,22 @@ mod tests {
         let kind: Value = serde_json::from_str(&lines[1]).unwrap();
         assert_eq!(kind["EventKind"], "alarm");
         assert_eq!(kind["EventsReceived"], 1.0);
+    }
+
+    #[test]
+    fn a_failure_counts_errors_and_throttles_with_its_type() {
+        let mut m = Metrics {
+            function: "f".into(),
+            event_kind: None,
+            values: BTreeMap::new(),
+            properties: Map::new(),
+        };
+        m.failed("AwsCallFailed", false);
+        m.failed("AwsThrottled", true);
+        let doc: Value = serde_json::from_str(&m.render(0)[0]).unwrap();
+        assert_eq!(doc["Errors"], 2.0);
+        assert_eq!(doc["Throttled"], 1.0);
+        assert_eq!(doc["errorType"], "AwsThrottled");
     }
 
     #[test]

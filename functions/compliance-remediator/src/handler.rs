@@ -193,8 +193,7 @@ pub async fn handle(
         Err(e) => {
             tracing::warn!(error_type = e.error_type(), error = %e, "event rejected");
             metrics.count("Rejected");
-            metrics.count("Errors");
-            metrics.property("errorType", e.error_type());
+            metrics.failed(e.error_type(), false);
             metrics.flush();
             return Err(e.into());
         }
@@ -231,11 +230,10 @@ pub async fn handle(
     match &result {
         Ok(r) => record_figures(&mut metrics, r, verified_now),
         Err(e) => {
-            metrics.count("Errors");
-            metrics.property("errorType", e.error_type());
-            if matches!(e, RemediatorError::Aws(a) if a.is_throttling()) {
-                metrics.count("Throttled");
-            }
+            metrics.failed(
+                e.error_type(),
+                matches!(e, RemediatorError::Aws(a) if a.is_throttling()),
+            );
         }
     }
     metrics.flush();

@@ -162,11 +162,7 @@ pub async fn handle(
             }
         }
         Err(e) => {
-            metrics.count("Errors");
-            metrics.property("errorType", e.error_type());
-            if e.error_type() == "AwsThrottled" {
-                metrics.count("Throttled");
-            }
+            metrics.failed(e.error_type(), e.error_type() == "AwsThrottled");
         }
     }
     metrics.flush();

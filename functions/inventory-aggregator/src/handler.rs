@@ -147,11 +147,10 @@ pub async fn handle(
             _ => metrics.count("Ignored"),
         },
         Err(e) => {
-            metrics.count("Errors");
-            metrics.property("errorType", e.error_type());
-            if matches!(e, InventoryError::Aws(a) if a.is_throttling()) {
-                metrics.count("Throttled");
-            }
+            metrics.failed(
+                e.error_type(),
+                matches!(e, InventoryError::Aws(a) if a.is_throttling()),
+            );
         }
     }
     metrics.flush();

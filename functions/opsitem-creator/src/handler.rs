@@ -153,11 +153,10 @@ pub async fn handle(
             }
         }
         Err(e) => {
-            metrics.count("Errors");
-            metrics.property("errorType", e.error_type());
-            if matches!(e, OpsItemError::Aws(a) if a.is_throttling()) {
-                metrics.count("Throttled");
-            }
+            metrics.failed(
+                e.error_type(),
+                matches!(e, OpsItemError::Aws(a) if a.is_throttling()),
+            );
         }
     }
     metrics.flush();

@@ -9,6 +9,8 @@ pub mod config;
 pub mod digest;
 pub mod document;
 #[cfg(feature = "aws")]
+pub mod dynamo;
+#[cfg(feature = "aws")]
 pub mod error;
 pub mod events;
 #[cfg(feature = "aws")]

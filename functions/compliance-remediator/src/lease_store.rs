@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use autopilot_shared::dynamo::{n, s, unless_condition_failed};
 use autopilot_shared::error::AwsCallError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::error::RemediatorError;
 use crate::lease::{Delivery, LeaseDecision, LeaseRecord, Stage, decide, may_send};
-use crate::ledger::unless_condition_failed;
 use crate::retry::throttled;
 
 /// A send must have this much lease left: the call (one attempt, throttling retried for up to
@@ -31,14 +31,6 @@ pub fn epoch_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
-}
-
-fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
 }
 
 pub fn lease_pk(sweep_id: &str) -> String {

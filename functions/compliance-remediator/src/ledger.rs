@@ -22,8 +22,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use autopilot_shared::dynamo::{get_consistent, n, s, unless_condition_failed};
 use autopilot_shared::error::AwsCallError;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure,
@@ -47,14 +47,6 @@ pub struct Ledger {
     concurrency: usize,
 }
 
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
-}
-
-fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
 fn num(item: &HashMap<String, AttributeValue>, k: &str) -> Option<i64> {
     item.get(k)
         .and_then(|v| v.as_n().ok().or_else(|| v.as_s().ok()))
@@ -64,28 +56,6 @@ fn num(item: &HashMap<String, AttributeValue>, k: &str) -> Option<i64> {
 
 fn text<'a>(item: &'a HashMap<String, AttributeValue>, k: &str) -> Option<&'a str> {
     item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
-}
-
-/// A conditional write's outcome: `None` when its condition did not hold (the record is no
-/// longer as the writer expected), any other failure an error.
-pub(crate) fn unless_condition_failed<T, E, R>(
-    op: &'static str,
-    res: Result<T, SdkError<E, R>>,
-) -> Result<Option<T>, AwsCallError>
-where
-    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    match res {
-        Ok(v) => Ok(Some(v)),
-        Err(e)
-            if e.as_service_error().and_then(ProvideErrorMetadata::code)
-                == Some("ConditionalCheckFailedException") =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(AwsCallError::from_sdk(op, e)),
-    }
 }
 
 pub fn exception_pk(account: &str, key: &Key) -> String {
@@ -626,16 +596,7 @@ impl Ledger {
 
     /// One item by key, read consistently (`None` when there is none).
     async fn get(&self, pk: &str) -> Result<Option<HashMap<String, AttributeValue>>, AwsCallError> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| AwsCallError::from_sdk("GetItem", e))?;
-        Ok(out.item)
+        get_consistent(&self.ddb, &self.table, pk).await
     }
 
     /// Links this sweep's records to the command (or execution) started for them. A record

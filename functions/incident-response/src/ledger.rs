@@ -11,8 +11,9 @@
 //!   recorded terminal status (with the impact an escalation raised the incident to), and
 //!   `handled` once the follow-up to that status completed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
+use autopilot_shared::dynamo::{Item, get_consistent, is_condition_failed, n, s};
 use autopilot_shared::error::AwsCallError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -47,16 +48,6 @@ pub struct Ledger {
     table: String,
 }
 
-type Item = HashMap<String, AttributeValue>;
-
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
 fn get_s(item: &Item, k: &str) -> Option<String> {
     item.get(k).and_then(|v| v.as_s().ok()).cloned()
 }
@@ -65,14 +56,6 @@ fn get_n(item: &Item, k: &str) -> Option<i64> {
     item.get(k)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
-}
-
-fn is_condition_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata, R>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> bool {
-    e.as_service_error()
-        .and_then(|se| se.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
 fn open_key(plan: &str, resource_key: &str) -> String {
@@ -88,16 +71,7 @@ impl Ledger {
     }
 
     async fn get(&self, pk: &str) -> Result<Option<Item>, AwsCallError> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| AwsCallError::from_sdk("GetItem", e))?;
-        Ok(out.item)
+        get_consistent(&self.ddb, &self.table, pk).await
     }
 
     pub async fn get_open(
@@ -142,7 +116,7 @@ impl Ledger {
             .await;
         match res {
             Ok(_) => Ok(None),
-            Err(e) if is_condition_failure(&e) => Ok(self
+            Err(e) if is_condition_failed(&e) => Ok(self
                 .get_open(plan, resource_key)
                 .await?
                 .map(|st| st.incident_id)),
@@ -170,7 +144,7 @@ impl Ledger {
         }
         match put.send().await {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
             Err(e) => Err(AwsCallError::from_sdk("PutItem", e)),
         }
     }
@@ -317,7 +291,7 @@ impl Ledger {
             .await;
         match res {
             Ok(_) => {}
-            Err(e) if is_condition_failure(&e) => {}
+            Err(e) if is_condition_failed(&e) => {}
             Err(e) => return Err(AwsCallError::from_sdk("UpdateItem", e)),
         }
         self.update(
@@ -350,7 +324,7 @@ impl Ledger {
                 .await;
             match res {
                 Ok(_) => {}
-                Err(err) if is_condition_failure(&err) => {}
+                Err(err) if is_condition_failed(&err) => {}
                 Err(err) => return Err(AwsCallError::from_sdk("UpdateItem", err)),
             }
         }
@@ -379,7 +353,7 @@ impl Ledger {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
             Err(e) => Err(AwsCallError::from_sdk("PutItem", e)),
         }
     }
@@ -433,7 +407,7 @@ impl Ledger {
         }
         match req.send().await {
             Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) if is_condition_failed(&e) => Ok(false),
             Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
         }
     }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use autopilot_shared::dynamo::{n, s};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use crate::error::{InventoryError, aws};
@@ -29,14 +30,6 @@ pub struct RunState {
 pub struct Checkpoints {
     ddb: aws_sdk_dynamodb::Client,
     table: String,
-}
-
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
-}
-
-fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
 }
 
 pub fn now_ms() -> i64 {

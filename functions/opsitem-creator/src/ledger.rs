@@ -6,16 +6,13 @@
 
 use std::collections::HashMap;
 
+use autopilot_shared::dynamo::{get_consistent, s};
 use autopilot_shared::error::AwsCallError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 pub struct Ledger {
     ddb: aws_sdk_dynamodb::Client,
     table: String,
-}
-
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
 }
 
 /// Counts and resources of one item after an update.
@@ -113,16 +110,8 @@ impl Ledger {
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
             {
                 // This event was already counted (a retry after a partial failure).
-                let item = self
-                    .ddb
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(&format!("opsitem#{id}")))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|e| AwsCallError::from_sdk("GetItem", e))?;
-                Ok(tally(&item.item.unwrap_or_default()))
+                let item = get_consistent(&self.ddb, &self.table, &format!("opsitem#{id}")).await?;
+                Ok(tally(&item.unwrap_or_default()))
             }
             Err(e) => Err(AwsCallError::from_sdk("UpdateItem", e)),
         }

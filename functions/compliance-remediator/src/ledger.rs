@@ -31,7 +31,7 @@ use aws_sdk_dynamodb::types::{
 use futures::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Attempt, AttemptStatus, Key, LedgerState};
+use crate::plan::{ASSOCIATION, Attempt, AttemptStatus, Key, LedgerState, PATCH};
 use crate::retry::throttled;
 
 /// BatchGetItem reads at most 100 keys per call.
@@ -171,6 +171,12 @@ pub fn standing(
     }
 }
 
+/// Whether a dead claim of `key` may be void: a patch command is found in Run Command's
+/// history by the sweep's comment, and an association run repeats safely.
+pub fn voidable(key: &Key) -> bool {
+    key.compliance_type == PATCH || key.compliance_type == ASSOCIATION
+}
+
 /// A dead claim as the planner sees it: not an attempt, no cooldown (like a given-back one).
 pub fn void(a: Attempt) -> Attempt {
     Attempt {
@@ -228,7 +234,7 @@ fn sort_records(
         }
         let record_sweep = text(&item, "sweep_id").unwrap_or_default();
         let status = text(&item, "status").and_then(parse_status);
-        let standing = standing(
+        let standing = match standing(
             record_sweep,
             reference(&item).is_some(),
             status == Some(AttemptStatus::Pending),
@@ -236,7 +242,13 @@ fn sort_records(
             sweep_id,
             now,
             stale_after,
-        );
+        ) {
+            // A runbook the dead delivery may have started cannot be looked up, and may not be
+            // safe to run twice: its claim stays an attempt of unknown outcome (it holds the
+            // cooldown, then counts).
+            Standing::Stale if !voidable(key) => Standing::Attempt,
+            other => other,
+        };
         out.seen.insert(
             key.clone(),
             Seen {
@@ -1014,6 +1026,40 @@ mod tests {
         assert_eq!(l.state.attempts[&k("i-stale")].attempts, 0, "void");
         assert_eq!(l.state.attempts[&k("i-fresh")].attempts, 1);
         assert!(!l.state.attempts.contains_key(&k("i-own")));
+    }
+
+    #[test]
+    fn a_dead_runbook_claim_stays_an_attempt_while_patch_and_association_claims_are_void() {
+        let keys = [
+            Key::new("i-1", "Patch"),
+            Key::new("i-1", "Association"),
+            Key::new("i-1", "Custom:Hardening"),
+            Key::new("i-1", "ec2-imdsv2-check"),
+        ];
+        let wanted: BTreeMap<String, (bool, Key)> = keys
+            .iter()
+            .map(|k| (remediation_pk("a", k), (false, k.clone())))
+            .collect();
+        let items = keys.iter().map(|k| {
+            HashMap::from([
+                ("pk".to_owned(), s(&remediation_pk("a", k))),
+                ("sweep_id".to_owned(), s("s0")),
+                ("last_attempt_at".to_owned(), n(100)),
+                ("attempts".to_owned(), n(1)),
+                ("status".to_owned(), s("pending")),
+            ])
+        });
+        let l = sort_records(items, &wanted, "s1", 10_000, 900);
+        for k in &keys[..2] {
+            assert_eq!(l.seen[k].stale_of.as_deref(), Some("s0"), "{k:?}");
+            assert_eq!(l.state.attempts[k].attempts, 0, "{k:?} void");
+        }
+        for k in &keys[2..] {
+            assert_eq!(l.seen[k].stale_of, None, "{k:?}");
+            let a = &l.state.attempts[k];
+            assert_eq!((a.attempts, a.last_attempt_at), (1, 100), "{k:?} kept");
+            assert_eq!(a.status, AttemptStatus::Pending, "{k:?}");
+        }
     }
 
     #[test]

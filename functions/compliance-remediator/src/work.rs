@@ -14,7 +14,7 @@
 //! (`claimed-concurrently`), sends nothing and counts nothing. Another sweep's claim older than
 //! any invocation lives was left by a delivery that died for good: its command, when Run
 //! Command's history has one (one look-up per such sweep), is linked; else the claim is void
-//! and taken afresh.
+//! and taken afresh (an association's too). A runbook's stays an attempt of unknown outcome.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::RemediatorError;
 use crate::lease_store::SweepLease;
-use crate::ledger::{Claims, Ledger, Seen, needs_renewal};
+use crate::ledger::{Claims, Ledger, Seen, needs_renewal, voidable};
 use crate::plan::{
     ASSOCIATION, ActionKind, AutomationRun, Key, MAX_ASSOCIATIONS_PER_CALL, PATCH, Plan, Reason,
     Skip,
@@ -556,9 +556,10 @@ impl Runner<'_> {
                     .partition(|k| k.compliance_type == PATCH);
                 let own: Vec<(Key, i64)> = patch.into_iter().map(|k| (k, *since)).collect();
                 let (done, mut unsent) = self.recover_patch(work, &own).await?;
-                // Whether an association run or automation went out is not known from here:
-                // giving the claim back lets a later sweep decide afresh.
-                unsent.extend(other);
+                // Whether an association run or automation went out is not known from here. An
+                // association run repeats safely: giving its claim back lets a later sweep
+                // decide afresh. A runbook's claim is kept: an attempt of unknown outcome.
+                unsent.extend(other.into_iter().filter(voidable));
                 self.ledger.abandon(acct, &unsent, sid).await?;
                 Ok(done)
             }

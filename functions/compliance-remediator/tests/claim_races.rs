@@ -358,3 +358,64 @@ async fn a_failed_status_that_arrives_before_the_link_links_the_claim_and_is_kep
     let rec = attempt(&t.env, &node, "Patch").await.unwrap();
     assert_eq!(rec["status"], "failed", "the failure was lost: {rec}");
 }
+
+/// A Config rule event whose delivery was killed with its StartAutomationExecution in flight
+/// (the execution starts, the record is never linked) and never retried: once the claim is
+/// older than the function's timeout, a later event for the node starts no second execution.
+/// A runbook cannot be looked up like a command and may not be safe to run twice, so its dead
+/// claim stays an attempt of unknown outcome and holds the cooldown.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_deliverys_runbook_claim_holds_the_cooldown_instead_of_running_twice() {
+    let env = TestEnv::new().await.unwrap();
+    seed_count(&env, FLEET_SEED, FLEET_SIZE).await;
+    let node = noncompliant_online(&env).await[0].clone();
+    let mut pol = policy(100, "");
+    pol["configRules"] = json!({"ec2-imdsv2-check": {
+        "runbook": "AWSConfigRemediation-EnforceEC2InstanceIMDSv2",
+        "parameters": {"InstanceId": ["{{ resource_id }}"]},
+    }});
+    let spec = spec_with_policy(
+        &env,
+        &pol,
+        &[("DRY_RUN", "false"), ("FUNCTION_TIMEOUT_SECONDS", "8")],
+    )
+    .await;
+    let config_event = || {
+        let mut ev = sample(&env, "config-rule-noncompliant.json");
+        ev["detail"]["resourceId"] = json!(node);
+        ev
+    };
+    let watch = add_rule(
+        &env,
+        json!({"operation": "ssm:StartAutomationExecution", "latency_ms": 3000, "max_hits": 1}),
+    )
+    .await;
+    kill_when_held(&spec, &env, &config_event(), DEADLINE, watch).await;
+    assert_eq!(calls(&env, "ssm:StartAutomationExecution").await, 1);
+    let key = "config:ec2-imdsv2-check";
+    let rec = attempt(&env, &node, key).await.unwrap();
+    assert!(
+        rec.get("command_id").is_none(),
+        "linked before the kill: {rec}"
+    );
+    // Older than the function's timeout: no live delivery holds the claim.
+    let stale_at = rec["last_attempt_at"].as_f64().unwrap() + DEADLINE.as_secs_f64() + 1.5;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64((stale_at - now).max(0.0))).await;
+
+    let sb = ready(&spec).await;
+    let r = invoke(&sb, &config_event()).await;
+    assert_eq!(r["decision"], "recorded", "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("Cooldown"), "{r}");
+    assert_eq!(
+        calls(&env, "ssm:StartAutomationExecution").await,
+        1,
+        "the runbook ran twice"
+    );
+    let after = attempt(&env, &node, key).await.unwrap();
+    assert_eq!(after["attempts"], rec["attempts"], "{after}");
+    assert_eq!(after["sweep_id"], rec["sweep_id"], "{after}");
+}

@@ -382,8 +382,9 @@ impl Ledger {
     }
 
     /// As [`Ledger::load_for_sweep`], keeping every record as read (what claims are
-    /// conditional on); another sweep's unlinked claim older than `stale_after` seconds at
-    /// `now` is void: not an attempt, no cooldown (see [`Seen::stale_of`]).
+    /// conditional on); another sweep's unlinked patch or association claim older than
+    /// `stale_after` seconds at `now` is void: not an attempt, no cooldown (see
+    /// [`Seen::stale_of`]); a runbook's stays an attempt (see [`voidable`]).
     pub async fn load_claims(
         &self,
         account: &str,
@@ -1034,7 +1035,7 @@ mod tests {
             Key::new("i-1", "Patch"),
             Key::new("i-1", "Association"),
             Key::new("i-1", "Custom:Hardening"),
-            Key::new("i-1", "ec2-imdsv2-check"),
+            Key::new("i-1", "config:ec2-imdsv2-check"),
         ];
         let wanted: BTreeMap<String, (bool, Key)> = keys
             .iter()

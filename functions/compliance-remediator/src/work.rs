@@ -52,7 +52,8 @@ pub enum Step {
     },
     /// Claims an earlier delivery of this sweep made that the sweep no longer plans (the node
     /// became compliant, went offline, a gate closed): linked to the patch command of this
-    /// sweep that reached them, or given back. `since`: the earliest claim time.
+    /// sweep that reached them, or given back; a runbook's claim is kept, an attempt of
+    /// unknown outcome. `since`: the earliest claim time.
     Settle {
         keys: Vec<Key>,
         since: i64,

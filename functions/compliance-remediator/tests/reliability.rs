@@ -41,6 +41,7 @@ async fn secure_string_configuration_never_reaches_logs_or_audit_events() {
         audit_source: "ssm-autopilot.compliance-remediator",
         rejected_document: &rejected,
         rejected_error_type: "PolicyInvalid",
+        unparseable_error_type: "PolicyUnavailable",
     })
     .await
     .unwrap();

@@ -166,7 +166,7 @@ pub fn runbook_parameters(
         let value = render(t, &facts.vars);
         if value.trim().is_empty() {
             return Err(format!(
-                "parameter {name} is empty: the event does not provide {t}"
+                "parameter {name} is empty: the event does not provide the variables it uses"
             ));
         }
         let wants_node = name.ends_with("InstanceId") || variables(t).any(|v| v == "instance_id");
@@ -208,15 +208,17 @@ pub fn decide(facts: &Facts, plans: &PlanSet, plan: Option<&Plan>, s: &Situation
             reason: format!("{} carries the exemption tag {tag}", facts.resource),
         };
     }
-    let rendered = render(&plan.title, &facts.vars);
+    let rendered = truncate(render(&plan.title, &facts.vars).trim(), MAX_TITLE);
     // A title made only of variables this event lacks renders blank, which StartIncident and
     // CreateOpsItem reject on every delivery: name the event and the plan instead.
-    let title = if rendered.trim().is_empty() {
-        format!("{} {} ({})", facts.kind, facts.resource, plan.name)
+    let title = if rendered.is_empty() {
+        truncate(
+            &format!("{} {} ({})", facts.kind, facts.resource, plan.name),
+            MAX_TITLE,
+        )
     } else {
         rendered
     };
-    let title = truncate(&title, MAX_TITLE);
     let resource_key = facts.resource_key();
     let topic = plan
         .notification_topic
@@ -520,6 +522,17 @@ mod tests {
             o.title,
             format!("guardduty {} (guardduty-ec2-high)", f.resource)
         );
+        // Leading blanks longer than the bound do not cut the title down to blanks.
+        for p in &mut plans.plans {
+            p.title = format!(
+                "{}GuardDuty {{{{ finding_type }}}}",
+                " ".repeat(MAX_TITLE + 10)
+            );
+        }
+        let Decision::Open(o) = decide(&f, &plans, plans.find(&f), &situation()) else {
+            panic!()
+        };
+        assert!(o.title.starts_with("GuardDuty "), "{:?}", o.title);
     }
 
     #[test]

@@ -31,6 +31,7 @@ async fn secure_string_configuration_never_reaches_logs_or_audit_events() {
         audit_source: "ssm-autopilot.incident-response",
         rejected_document: "plans:\n  - name: \"{secret}#\"\n    match: {kind: alarm}\n    impact: 2\n    title: t\n",
         rejected_error_type: "ResponsePlansInvalid",
+        unparseable_error_type: "ResponsePlansUnavailable",
     })
     .await
     .unwrap();

@@ -96,10 +96,9 @@ fn draft(
     let rendered = render(&rule.title, &f.vars);
     // A title made only of variables this event lacks renders blank, which CreateOpsItem
     // rejects on every delivery: name the event and the rule instead.
-    let title = if rendered.trim().is_empty() {
-        format!("{} ({})", event.detail_type(), rule.name)
-    } else {
-        rendered
+    let title = match rendered.trim() {
+        "" => format!("{} ({})", event.detail_type(), rule.name),
+        t => t.to_owned(),
     };
     let title = truncate(&title, MAX_TITLE);
     let description = match rule.description.as_deref().map(|d| render(d, &f.vars)) {

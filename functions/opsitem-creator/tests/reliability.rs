@@ -31,6 +31,7 @@ async fn secure_string_configuration_never_reaches_logs_or_audit_events() {
         audit_source: "ssm-autopilot.opsitem-creator",
         rejected_document: "rules:\n  - name: {secret}\n    match: {kind: alarm}\n    title: t\n    severity: \"9\"\n",
         rejected_error_type: "RulesInvalid",
+        unparseable_error_type: "RulesUnavailable",
     })
     .await
     .unwrap();

@@ -310,7 +310,7 @@ pub async fn scan_for_secret(
     found.extend(leaks(audit.iter().map(String::as_str), secret));
     found.extend(leaks(responses.iter().map(String::as_str), secret));
     Ok(SecretScan {
-        invocations: events.len(),
+        invocations: responses.len(),
         log_lines: logs.len(),
         audit_events: audit.len(),
         leaks: found,
@@ -881,11 +881,14 @@ pub struct SecretContract<'a> {
     pub rejected_document: &'a str,
     /// The error type the function answers `rejected_document` with.
     pub rejected_error_type: &'a str,
+    /// The error type the function answers a document that does not parse with.
+    pub unparseable_error_type: &'a str,
 }
 
 /// The SecureString contract of one function: a valid document, one that does not parse and
-/// one that fails validation, each holding a fresh secret, run with every sample event; returns every leak and anything
-/// that made the scan hollow (no log lines, missed invocations).
+/// one that fails validation, each holding a fresh secret, run with every sample event;
+/// returns every leak and anything that made the scan hollow (no log lines, a bad document
+/// never refused for what it is).
 pub async fn secret_problems(c: &SecretContract<'_>) -> Result<Vec<String>, HarnessError> {
     let env = TestEnv::new().await?;
     let secret = format!("s3cr3t-{}", uuid::Uuid::new_v4().simple());
@@ -916,30 +919,26 @@ pub async fn secret_problems(c: &SecretContract<'_>) -> Result<Vec<String>, Harn
             },
         )
         .await?;
-        if scan.log_lines == 0 || scan.invocations != events.len() {
-            problems.push(format!(
-                "hollow scan: {} log lines, {} of {} invocations",
-                scan.log_lines,
-                scan.invocations,
-                events.len()
-            ));
+        if scan.log_lines == 0 {
+            problems.push("hollow scan: no log lines".to_owned());
         }
-        // A scan of a bad document means something only if the function loaded it.
-        if document == invalid && scan.responses.iter().all(|r| r.starts_with('{')) {
-            problems.push("the unparseable document was never refused".to_owned());
-        }
-        let rejected_by_validation = format!("{}: ", c.rejected_error_type);
-        if document == rejected
-            && !scan
-                .responses
-                .iter()
-                .any(|r| r.starts_with(&rejected_by_validation))
-        {
-            problems.push(format!(
-                "the rejected document was not refused by validation ({}): {:?}",
-                c.rejected_error_type,
-                scan.responses.first()
-            ));
+        // A scan of a bad document means something only if the function loaded it and refused
+        // it for what it is.
+        let refused_as = if document == invalid {
+            Some(c.unparseable_error_type)
+        } else if document == rejected {
+            Some(c.rejected_error_type)
+        } else {
+            None
+        };
+        if let Some(error_type) = refused_as {
+            let prefix = format!("{error_type}: ");
+            if !scan.responses.iter().any(|r| r.starts_with(&prefix)) {
+                problems.push(format!(
+                    "the document was not refused with {error_type}: {:?}",
+                    scan.responses.first()
+                ));
+            }
         }
         problems.extend(
             scan.leaks

@@ -359,17 +359,13 @@ async fn a_failed_status_that_arrives_before_the_link_links_the_claim_and_is_kep
     assert_eq!(rec["status"], "failed", "the failure was lost: {rec}");
 }
 
-/// A Config rule event whose delivery was killed with its StartAutomationExecution in flight
-/// (the execution starts, the record is never linked) and never retried: once the claim is
-/// older than the function's timeout, a later event for the node starts no second execution.
-/// A runbook cannot be looked up like a command and may not be safe to run twice, so its dead
-/// claim stays an attempt of unknown outcome and holds the cooldown.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_dead_deliverys_runbook_claim_holds_the_cooldown_instead_of_running_twice() {
+/// A tenant with one non-compliant node whose Config rule maps to a runbook, the function's
+/// timeout 8 s, and the Change Calendar `calendar` (empty: none).
+async fn runbook_tenant(calendar: &str) -> (TestEnv, FunctionSpec, String) {
     let env = TestEnv::new().await.unwrap();
     seed_count(&env, FLEET_SEED, FLEET_SIZE).await;
     let node = noncompliant_online(&env).await[0].clone();
-    let mut pol = policy(100, "");
+    let mut pol = policy(100, calendar);
     pol["configRules"] = json!({"ec2-imdsv2-check": {
         "runbook": "AWSConfigRemediation-EnforceEC2InstanceIMDSv2",
         "parameters": {"InstanceId": ["{{ resource_id }}"]},
@@ -380,42 +376,116 @@ async fn a_dead_deliverys_runbook_claim_holds_the_cooldown_instead_of_running_tw
         &[("DRY_RUN", "false"), ("FUNCTION_TIMEOUT_SECONDS", "8")],
     )
     .await;
-    let config_event = || {
-        let mut ev = sample(&env, "config-rule-noncompliant.json");
-        ev["detail"]["resourceId"] = json!(node);
-        ev
-    };
+    (env, spec, node)
+}
+
+fn config_event(env: &TestEnv, node: &str) -> Value {
+    let mut ev = sample(env, "config-rule-noncompliant.json");
+    ev["detail"]["resourceId"] = json!(node);
+    ev
+}
+
+const RUNBOOK_KEY: &str = "config:ec2-imdsv2-check";
+
+/// Delivers `ev` and kills it with its StartAutomationExecution held in the emulator (the
+/// execution starts, the record is never linked); returns the record as the kill left it.
+async fn killed_with_the_runbook_started(
+    env: &TestEnv,
+    spec: &FunctionSpec,
+    ev: &Value,
+    node: &str,
+) -> Value {
     let watch = add_rule(
-        &env,
+        env,
         json!({"operation": "ssm:StartAutomationExecution", "latency_ms": 3000, "max_hits": 1}),
     )
     .await;
-    kill_when_held(&spec, &env, &config_event(), DEADLINE, watch).await;
-    assert_eq!(calls(&env, "ssm:StartAutomationExecution").await, 1);
-    let key = "config:ec2-imdsv2-check";
-    let rec = attempt(&env, &node, key).await.unwrap();
+    kill_when_held(spec, env, ev, DEADLINE, watch).await;
+    assert_eq!(calls(env, "ssm:StartAutomationExecution").await, 1);
+    let rec = attempt(env, node, RUNBOOK_KEY).await.unwrap();
     assert!(
         rec.get("command_id").is_none(),
         "linked before the kill: {rec}"
     );
-    // Older than the function's timeout: no live delivery holds the claim.
+    rec
+}
+
+/// Sleeps until a claim taken at `rec`'s time is older than the function's timeout.
+async fn until_claim_outlived_the_timeout(rec: &Value) {
     let stale_at = rec["last_attempt_at"].as_f64().unwrap() + DEADLINE.as_secs_f64() + 1.5;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
     tokio::time::sleep(Duration::from_secs_f64((stale_at - now).max(0.0))).await;
+}
 
-    let sb = ready(&spec).await;
-    let r = invoke(&sb, &config_event()).await;
+/// A later event for the node starts no second execution: it meets the cooldown of the claim
+/// `rec` (an attempt of unknown outcome), which it leaves as it was.
+async fn a_later_event_meets_the_cooldown(
+    env: &TestEnv,
+    spec: &FunctionSpec,
+    node: &str,
+    rec: &Value,
+) {
+    let sb = ready(spec).await;
+    let r = invoke(&sb, &config_event(env, node)).await;
     assert_eq!(r["decision"], "recorded", "{r}");
     assert!(r["reason"].as_str().unwrap().contains("Cooldown"), "{r}");
     assert_eq!(
-        calls(&env, "ssm:StartAutomationExecution").await,
+        calls(env, "ssm:StartAutomationExecution").await,
         1,
         "the runbook ran twice"
     );
-    let after = attempt(&env, &node, key).await.unwrap();
+    let after = attempt(env, node, RUNBOOK_KEY).await.unwrap();
     assert_eq!(after["attempts"], rec["attempts"], "{after}");
     assert_eq!(after["sweep_id"], rec["sweep_id"], "{after}");
+}
+
+/// A Config rule event whose delivery was killed with its StartAutomationExecution in flight
+/// and never retried: once the claim is older than the function's timeout, a later event for
+/// the node starts no second execution. A runbook cannot be looked up like a command and may
+/// not be safe to run twice, so its dead claim stays an attempt of unknown outcome and holds
+/// the cooldown.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_deliverys_runbook_claim_holds_the_cooldown_instead_of_running_twice() {
+    let (env, spec, node) = runbook_tenant("").await;
+    let rec = killed_with_the_runbook_started(&env, &spec, &config_event(&env, &node), &node).await;
+    until_claim_outlived_the_timeout(&rec).await;
+    a_later_event_meets_the_cooldown(&env, &spec, &node, &rec).await;
+}
+
+/// The same, when the killed event's own redelivery no longer plans the runbook (the Change
+/// Calendar closed meanwhile): it keeps its claim instead of giving it back, so the later
+/// event still meets the cooldown.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivery_that_no_longer_plans_its_runbook_keeps_the_claim() {
+    let cal = "autopilot-freeze";
+    let (env, spec, node) = runbook_tenant(cal).await;
+    let set = |state: &str| json!({"tenant": env.tenant, "name": cal, "state": state, "next_transition_time": "2030-01-01T00:00:00Z"});
+    env.control
+        .call("POST", "calendars", Some(set("OPEN")))
+        .await
+        .unwrap();
+    let ev = config_event(&env, &node);
+    let rec = killed_with_the_runbook_started(&env, &spec, &ev, &node).await;
+    env.control
+        .call("POST", "calendars", Some(set("CLOSED")))
+        .await
+        .unwrap();
+    let sb = ready(&spec).await;
+    let r = invoke(&sb, &ev).await;
+    assert_eq!(r["replayed"], false, "{r}");
+    let kept = attempt(&env, &node, RUNBOOK_KEY).await.unwrap();
+    assert_eq!(
+        kept["sweep_id"], ev["id"],
+        "the claim was given back: {kept}"
+    );
+    assert_eq!(calls(&env, "ssm:StartAutomationExecution").await, 1);
+    env.control
+        .call("POST", "calendars", Some(set("OPEN")))
+        .await
+        .unwrap();
+    until_claim_outlived_the_timeout(&rec).await;
+    a_later_event_meets_the_cooldown(&env, &spec, &node, &rec).await;
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use autopilot_shared::dynamo::{n, s, unless_condition_failed};
+use autopilot_shared::dynamo::{get_consistent, n, s, unless_condition_failed};
 use autopilot_shared::error::AwsCallError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -97,18 +97,7 @@ impl Leases {
         &self,
         pk: &str,
     ) -> Result<Option<HashMap<String, AttributeValue>>, AwsCallError> {
-        let out = throttled(|| async {
-            self.ddb
-                .get_item()
-                .table_name(&self.table)
-                .key("pk", s(pk))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| AwsCallError::from_sdk("GetItem", e))
-        })
-        .await?;
-        Ok(out.item)
+        throttled(|| get_consistent(&self.ddb, &self.table, pk)).await
     }
 
     /// Writes the record unless one exists; `Ok(false)` when one does.

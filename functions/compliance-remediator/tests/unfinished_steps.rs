@@ -320,30 +320,8 @@ async fn an_association_step_whose_records_partly_failed_runs_each_association_o
     assert_eq!(calls(&t.env, "ssm:SendCommand").await, 0);
     for node in &t.planned {
         let rec = attempt(&t.env, node, "Association").await.unwrap();
-        assert!(
-            rec["command_id"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("associations:")),
-            "{node} not linked: {rec}"
-        );
-        assert_eq!(rec["attempts"], json!(1.0), "{node}: {rec}");
+        assert_association_linked(node, &rec);
     }
-}
-
-/// Online nodes of the tenant's fleet.
-async fn online(env: &TestEnv) -> Vec<String> {
-    let fleet = env
-        .control
-        .call("GET", &format!("fleet?tenant={}", env.tenant), None)
-        .await
-        .unwrap();
-    fleet["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["PingStatus"] == "Online")
-        .map(|n| n["InstanceId"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// The association ids each node reports, NON_COMPLIANT unless listed in `compliant`.
@@ -510,13 +488,7 @@ async fn association_plan_changes_between_deliveries(change: Change) {
             assert!(rec["attempts"].as_f64().unwrap() <= 1.0, "{node}: {rec}");
             continue;
         }
-        assert!(
-            rec["command_id"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("associations:")),
-            "{node} not linked: {rec}"
-        );
-        assert_eq!(rec["attempts"], json!(1.0), "{node}: {rec}");
+        assert_association_linked(node, &rec);
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use autopilot_shared::dynamo::{n, s};
+use autopilot_shared::dynamo::{get_consistent, n, s};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use crate::error::{InventoryError, aws};
@@ -64,16 +64,8 @@ impl Checkpoints {
         owner: &str,
         lease_until_ms: i64,
     ) -> Result<RunState, InventoryError> {
-        let existing = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| aws("GetItem", e))?;
-        if existing.item().is_none() {
+        let existing = get_consistent(&self.ddb, &self.table, pk).await?;
+        if existing.is_none() {
             let types = types().await?;
             let types_json = serde_json::to_string(&types).unwrap_or_default();
             let spec_json = serde_json::to_string(spec).unwrap_or_default();

@@ -177,20 +177,39 @@ pub async fn commands(env: &TestEnv) -> Vec<Vec<String>> {
 
 /// Online nodes whose Patch compliance is NON_COMPLIANT in the emulator.
 pub async fn noncompliant_online(env: &TestEnv) -> Vec<String> {
+    let compliance = env.control.state("compliance", &env.tenant).await.unwrap();
+    online(env)
+        .await
+        .into_iter()
+        .filter(|id| compliance["Resources"][id]["Patch"]["Status"] == "NON_COMPLIANT")
+        .collect()
+}
+
+/// Online nodes of the tenant's fleet.
+pub async fn online(env: &TestEnv) -> Vec<String> {
     let fleet = env
         .control
         .call("GET", &format!("fleet?tenant={}", env.tenant), None)
         .await
         .unwrap();
-    let compliance = env.control.state("compliance", &env.tenant).await.unwrap();
     fleet["nodes"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|n| n["PingStatus"] == "Online")
         .map(|n| n["InstanceId"].as_str().unwrap().to_owned())
-        .filter(|id| compliance["Resources"][id]["Patch"]["Status"] == "NON_COMPLIANT")
         .collect()
+}
+
+/// The node's association record is linked to an association run and counted once.
+pub fn assert_association_linked(node: &str, rec: &Value) {
+    assert!(
+        rec["command_id"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("associations:")),
+        "{node} not linked: {rec}"
+    );
+    assert_eq!(rec["attempts"], json!(1.0), "{node}: {rec}");
 }
 
 /// The ledger's remediation record of (node, type) for the tenant's account.
